@@ -1,0 +1,131 @@
+"""One frozen config for the model (from config.json or GGUF metadata) and one for the engine's limits."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lucid.errors import ModelLoadError
+
+SUPPORTED_ARCHITECTURES = ("Qwen2ForCausalLM",)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The shapes and constants of a Qwen2-family model. Unknown keys of config.json are dropped."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 1_000_000.0
+    max_position_embeddings: int = 32768
+    tie_word_embeddings: bool = False
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    torch_dtype: str = "bfloat16"
+    architectures: tuple[str, ...] = ("Qwen2ForCausalLM",)
+    model_type: str = "qwen2"
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads {self.num_attention_heads} is not a multiple of "
+                f"num_key_value_heads {self.num_key_value_heads}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        if self.eos_token_id is None:
+            return []
+        return [self.eos_token_id] if isinstance(self.eos_token_id, int) else list(self.eos_token_id)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config.json") -> "ModelConfig":
+        architectures = tuple(raw.get("architectures") or ("Qwen2ForCausalLM",))
+        if not any(a in SUPPORTED_ARCHITECTURES for a in architectures) and raw.get("model_type") != "qwen2":
+            raise ModelLoadError(
+                f"{source}: architecture {list(architectures)} (model_type {raw.get('model_type')!r}) is not "
+                f"supported; lucid runs {', '.join(SUPPORTED_ARCHITECTURES)} models."
+            )
+        known = {f for f in cls.__dataclass_fields__}
+        kwargs = {k: v for k, v in raw.items() if k in known}
+        kwargs["architectures"] = architectures
+        kwargs.setdefault("num_key_value_heads", raw.get("num_attention_heads"))
+        missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads") if k not in kwargs]
+        if missing:
+            raise ModelLoadError(f"{source}: required keys are missing: {', '.join(missing)}.")
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "ModelConfig":
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ModelLoadError(f"{path}: no such file.") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelLoadError(f"{path}: not valid JSON ({exc}).") from None
+        if not isinstance(raw, dict):
+            raise ModelLoadError(f"{path}: expected a JSON object.")
+        return cls.from_dict(raw, source=str(path))
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """config.json as Hugging Face transformers writes it for Qwen2."""
+        d = asdict(self)
+        d["architectures"] = list(self.architectures)
+        d.update(hidden_act="silu", use_cache=True, use_sliding_window=False, sliding_window=None,
+                 max_window_layers=self.num_hidden_layers, attention_dropout=0.0, initializer_range=0.02)
+        return d
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Limits of the serving engine. Every one has a default that suits a small model on a CPU box."""
+
+    max_num_seqs: int = 16            # sequences advanced together in one step
+    max_model_len: int = 8192         # prompt + output tokens of one sequence
+    block_size: int = 16              # tokens per KV block
+    kv_cache_memory: int = 1 << 30    # bytes for the KV block pool
+    max_num_batched_tokens: int = 512  # token budget of one step (chunked prefill)
+    max_queue: int = 256              # waiting requests before new ones get 429
+    enable_prefix_caching: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("max_num_seqs", "max_model_len", "block_size", "kv_cache_memory", "max_num_batched_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_queue < 0:
+            raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")
+
+
+def parse_size(text: str | int) -> int:
+    """'512M', '2G', '1.5GiB', '1000000' -> bytes."""
+    if isinstance(text, int):
+        return text
+    s = text.strip().upper().removesuffix("B").removesuffix("I")
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    try:
+        if s and s[-1] in units:
+            return int(float(s[:-1]) * units[s[-1]])
+        return int(float(s))
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (use e.g. 512M, 2G)") from None

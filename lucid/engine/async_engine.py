@@ -1,0 +1,158 @@
+"""The engine on its own thread, fed and read by asyncio code (the server).
+
+One thread owns the model and loops: take new requests and aborts from an inbox, step, hand each
+RequestOutput to its request's asyncio queue with `call_soon_threadsafe`. A consumer that stops
+reading (client gone, task cancelled) aborts its request, which frees its KV blocks at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from lucid.config import EngineConfig
+from lucid.engine.llm_engine import LLMEngine
+from lucid.engine.outputs import EngineStats, RequestOutput
+from lucid.errors import EngineDeadError, QueueFullError
+from lucid.sampling_params import SamplingParams
+
+log = logging.getLogger("lucid.engine")
+
+
+@dataclass
+class _Subscriber:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+
+
+class AsyncEngine:
+    def __init__(self, engine: LLMEngine) -> None:
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
+        self.model_config = engine.model_config
+        self.engine_config = engine.engine_config
+        self.generation_config = engine.generation_config
+        self.model_name = engine.model_name
+        self.dead_error: BaseException | None = None
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._subscribers: dict[str, _Subscriber] = {}
+        self._pending_adds = 0
+        self._lock = threading.Lock()
+        self._stats = engine.stats()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_pretrained(cls, model: str | None = None, dtype: str = "bfloat16", device: str = "cpu",
+                        engine_config: EngineConfig | None = None) -> "AsyncEngine":
+        return cls(LLMEngine.from_pretrained(model, dtype=dtype, device=device, engine_config=engine_config))
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="lucid-engine", daemon=True)
+            self._thread.start()
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.dead_error is None
+
+    # ---- requests ----------------------------------------------------------------------------------
+    async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
+                       request_id: str) -> AsyncIterator[RequestOutput]:
+        if self.dead_error is not None:
+            raise EngineDeadError(f"the engine has stopped: {self.dead_error}")
+        prepared = self.engine.prepare_params(list(prompt_token_ids), params)
+        with self._lock:
+            waiting = self._stats.num_waiting + self._pending_adds
+            if waiting >= self.engine_config.max_queue:
+                raise QueueFullError(f"the waiting queue is full ({waiting} requests); retry later")
+            if request_id in self._subscribers:
+                raise ValueError(f"request id {request_id!r} is already in use")
+            self._pending_adds += prepared.n
+            sub = _Subscriber(asyncio.get_running_loop(), asyncio.Queue())
+            self._subscribers[request_id] = sub
+        self._inbox.put(("add", request_id, list(prompt_token_ids), prepared))
+        self._wake.set()
+        finished = False
+        try:
+            while True:
+                item = await sub.queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                finished = item.finished
+                yield item
+                if finished:
+                    return
+        finally:
+            with self._lock:
+                self._subscribers.pop(request_id, None)
+            if not finished:
+                self.abort(request_id)
+
+    def abort(self, request_id: str) -> None:
+        self._inbox.put(("abort", request_id))
+        self._wake.set()
+
+    def stats(self) -> EngineStats:
+        return self._stats
+
+    # ---- the engine thread -------------------------------------------------------------------------
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._drain_inbox()
+                if not self.engine.has_unfinished():
+                    self._wake.wait(0.5)
+                    self._wake.clear()
+                    continue
+                outputs = self.engine.step()
+                self._stats = self.engine.stats()
+                for out in outputs:
+                    self._publish(out.request_id, out)
+        except BaseException as exc:  # the loop itself broke: every request fails, /health turns 503
+            log.exception("engine loop died")
+            self.dead_error = exc
+            with self._lock:
+                subscribers = list(self._subscribers)
+            for request_id in subscribers:
+                self._publish(request_id, EngineDeadError(f"the engine has stopped: {exc}"))
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                command = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if command[0] == "add":
+                _, request_id, prompt, params = command
+                with self._lock:
+                    self._pending_adds -= params.n
+                    wanted = request_id in self._subscribers
+                if wanted:  # not already aborted while it sat in the inbox
+                    try:
+                        self.engine.add_request(request_id, prompt, params, prepared=True)
+                    except Exception as exc:
+                        self._publish(request_id, exc)
+            else:
+                out = self.engine.abort(command[1])
+                if out is not None:
+                    self._publish(out.request_id, out)
+        self._stats = self.engine.stats()
+
+    def _publish(self, request_id: str, item: RequestOutput | BaseException) -> None:
+        with self._lock:
+            sub = self._subscribers.get(request_id)
+        if sub is not None:
+            sub.loop.call_soon_threadsafe(sub.queue.put_nowait, item)

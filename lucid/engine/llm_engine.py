@@ -1,0 +1,198 @@
+"""The step loop: schedule → run → postprocess. Synchronous; the async engine drives it from a thread."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from lucid.config import EngineConfig, ModelConfig
+from lucid.engine.block_manager import BlockManager
+from lucid.engine.model_runner import ModelRunner, SampledToken
+from lucid.engine.outputs import EngineStats, RequestOutput, TokenLogprob, TopLogprob
+from lucid.engine.request_state import CompletionState, RequestState
+from lucid.engine.scheduler import Scheduler, SchedulerOutput
+from lucid.engine.sequence import Sequence
+from lucid.errors import ContextLengthError, SamplingParamsError
+from lucid.sampling_params import SamplingParams
+
+log = logging.getLogger("lucid.engine")
+
+
+class LLMEngine:
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, model_config: ModelConfig,
+                 engine_config: EngineConfig, generation_config: dict | None = None, name: str = "model",
+                 device: str | torch.device = "cpu") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_config = model_config
+        self.generation_config = generation_config or {}
+        self.model_name = name
+        self.device = torch.device(device)
+        dtype = next(model.parameters()).dtype
+        max_len = min(engine_config.max_model_len, model_config.max_position_embeddings)
+        self.engine_config = replace(engine_config, max_model_len=max_len)
+        self.runner = ModelRunner(model, model_config, self.engine_config, self.device, dtype)
+        self.blocks = BlockManager(self.runner.num_blocks, self.engine_config.block_size,
+                                   self.engine_config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.engine_config, self.blocks)
+        self.requests: dict[str, RequestState] = {}
+        self.eos_ids = sorted(set(tokenizer.eos_token_ids) | set(model_config.eos_token_ids)
+                              | set(_as_list(self.generation_config.get("eos_token_id"))))
+        self.num_steps = 0
+
+    @classmethod
+    def from_pretrained(cls, model: str | None = None, dtype: str = "bfloat16", device: str = "cpu",
+                        engine_config: EngineConfig | None = None) -> "LLMEngine":
+        from lucid.loader import load
+
+        loaded = load(model, dtype=dtype, device=device)
+        return cls(loaded.model, loaded.tokenizer, loaded.config, engine_config or EngineConfig(),
+                   loaded.generation_config, loaded.name, device)
+
+    # ---- requests --------------------------------------------------------------------------------
+    def prepare_params(self, prompt_token_ids: list[int], params: SamplingParams) -> SamplingParams:
+        """Validate a request against this model and fill defaults. Raises before anything is queued."""
+        vocab = self.model_config.vocab_size
+        params.validate(vocab_size=vocab)
+        if not prompt_token_ids:
+            raise SamplingParamsError("the prompt is empty: at least one token is needed", param="prompt")
+        bad = [t for t in prompt_token_ids if not 0 <= t < vocab]
+        if bad:
+            raise SamplingParamsError(f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab})",
+                                      param="prompt")
+        limit = min(self.engine_config.max_model_len, self.blocks.num_blocks * self.blocks.block_size)
+        max_tokens = params.max_tokens if params.max_tokens is not None else limit - len(prompt_token_ids)
+        if len(prompt_token_ids) + max(max_tokens, 1) > limit:
+            raise ContextLengthError(
+                f"this model's maximum context length is {limit} tokens, but {len(prompt_token_ids)} prompt tokens "
+                f"+ {max_tokens} max_tokens were requested; shorten the prompt or lower max_tokens")
+        return replace(params.with_defaults(self.generation_config), max_tokens=max_tokens)
+
+    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
+                    prepared: bool = False) -> None:
+        if request_id in self.requests:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        if not prepared:
+            params = self.prepare_params(prompt_token_ids, params)
+        now = time.monotonic()
+        completions = []
+        for index in range(params.n):
+            seq = Sequence(request_id, index, prompt_token_ids, params, arrival=now)
+            detok = self.tokenizer.detokenizer(prompt_token_ids, skip_special_tokens=params.skip_special_tokens)
+            completions.append(CompletionState(seq, detok))
+            self.scheduler.add(seq)
+        self.requests[request_id] = RequestState(request_id, list(prompt_token_ids), completions)
+
+    def abort(self, request_id: str) -> RequestOutput | None:
+        state = self.requests.pop(request_id, None)
+        if state is None:
+            return None
+        for c in state.completions:
+            if not c.seq.is_finished:
+                c.seq.finish("abort")
+            self._release(c.seq)
+        return state.output()
+
+    def has_unfinished(self) -> bool:
+        return bool(self.requests)
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
+            num_used_blocks=self.blocks.num_used_blocks, num_total_blocks=self.blocks.num_blocks,
+            num_preemptions=self.scheduler.num_preemptions, num_steps=self.num_steps,
+        )
+
+    # ---- the step --------------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        sched = self.scheduler.schedule()
+        if sched.is_empty:
+            return []
+        try:
+            sampled = self.runner.run(sched, self.eos_ids)
+        except Exception as exc:  # a failed forward fails this batch's requests; the engine goes on
+            log.exception("forward failed; failing the %d sequences of this step", len(sched.all))
+            return self._fail_batch(sched, f"internal error in the model forward: {exc}")
+        return self._postprocess(sched, sampled)
+
+    def _postprocess(self, sched: SchedulerOutput, sampled: dict[int, SampledToken]) -> list[RequestOutput]:
+        self.num_steps += 1
+        touched: dict[str, RequestState] = {}
+        for item in sched.all:
+            seq = item.seq
+            seq.num_computed_tokens += item.num_tokens
+            state = self.requests.get(seq.request_id)
+            if state is None:
+                continue
+            self.blocks.register_computed(seq)  # before any release, so a finished answer stays reusable
+            result = sampled.get(seq.seq_id)
+            if result is not None:
+                self._accept(state, seq, result)
+                touched[seq.request_id] = state
+        outputs = []
+        for request_id, state in touched.items():
+            outputs.append(state.output())
+            if state.finished:
+                del self.requests[request_id]
+        return outputs
+
+    def _accept(self, state: RequestState, seq: Sequence, result: SampledToken) -> None:
+        completion = state.completions[seq.index]
+        if result.error:
+            seq.finish("error", error=result.error)
+            self._release(seq)
+            return
+        token = result.token_id
+        seq.append_token(token)
+        if result.logprob is not None:
+            completion.pending_logprobs.append(self._token_logprob(token, result))
+        params = seq.params
+        can_stop = seq.num_output_tokens >= params.min_tokens
+        if can_stop and token in params.stop_token_ids:
+            seq.finish("stop", stop_reason=token)
+        elif can_stop and not params.ignore_eos and token in self.eos_ids:
+            seq.finish("stop")
+        else:
+            stop_string = completion.add_token(token)
+            if stop_string is not None:
+                seq.finish("stop", stop_reason=stop_string)
+            elif seq.num_output_tokens >= params.max_tokens or seq.num_tokens >= self.engine_config.max_model_len:
+                seq.finish("length")
+        if seq.is_finished:
+            completion.finish_text()
+            self._release(seq)
+
+    def _token_logprob(self, token: int, result: SampledToken) -> TokenLogprob:
+        text = self.tokenizer.token_text
+        top = [TopLogprob(t.token_id, text(t.token_id), t.logprob) for t in (result.top or [])]
+        return TokenLogprob(token, text(token), float(result.logprob), top)
+
+    def _release(self, seq: Sequence) -> None:
+        self.scheduler.finish(seq)
+        self.runner.forget(seq)
+
+    def _fail_batch(self, sched: SchedulerOutput, message: str) -> list[RequestOutput]:
+        failed: dict[str, RequestState] = {}
+        for item in sched.all:
+            state = self.requests.get(item.seq.request_id)
+            if state is not None:
+                failed[state.request_id] = state
+        outputs = []
+        for request_id, state in failed.items():
+            for c in state.completions:
+                if not c.seq.is_finished:
+                    c.seq.finish("error", error=message)
+                self._release(c.seq)
+            outputs.append(state.output())
+            del self.requests[request_id]
+        return outputs
+
+
+def _as_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, int) else list(value)

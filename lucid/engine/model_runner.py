@@ -1,0 +1,197 @@
+"""The only part of the engine that touches tensors each step: build the flat batch, run the model, sample."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lucid.config import EngineConfig, ModelConfig
+from lucid.engine.scheduler import ScheduledSeq, SchedulerOutput
+from lucid.engine.sequence import Sequence
+from lucid.engine.outputs import TopLogprob
+from lucid.layers.attention_metadata import AttentionMetadata, PrefillChunk
+from lucid.layers.sampler import SamplingTensors, sample
+from lucid.models.qwen2 import Qwen2ForCausalLM
+
+
+@dataclass
+class SampledToken:
+    token_id: int
+    logprob: float | None = None             # raw log-probability of the token (when asked)
+    top: list[TopLogprob] | None = None      # raw top alternatives (token text filled in by the engine)
+    error: str | None = None                 # set when this row's logits were not finite
+
+
+def kv_bytes_per_token(config: ModelConfig, dtype: torch.dtype) -> int:
+    """K and V for every layer: 2 x layers x kv_heads x head_dim x element size."""
+    element = torch.tensor([], dtype=dtype).element_size()
+    return 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * element
+
+
+class ModelRunner:
+    def __init__(self, model: Qwen2ForCausalLM, config: ModelConfig, engine_config: EngineConfig,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        self.model = model
+        self.config = config
+        self.block_size = engine_config.block_size
+        self.device = device
+        per_block = kv_bytes_per_token(config, dtype) * self.block_size
+        self.num_blocks = max(1, engine_config.kv_cache_memory // per_block)
+        slots = self.num_blocks * self.block_size
+        # One preallocated pool: (layers, slots, kv_heads, head_dim) for K and for V.
+        shape = (config.num_hidden_layers, slots, config.num_key_value_heads, config.head_dim)
+        self.k_pool = torch.zeros(shape, dtype=dtype, device=device)
+        self.v_pool = torch.zeros(shape, dtype=dtype, device=device)
+        for i, layer in enumerate(model.model.layers):
+            layer.self_attn.k_cache = self.k_pool[i]
+            layer.self_attn.v_cache = self.v_pool[i]
+        self.generators: dict[int, torch.Generator] = {}   # seq_id -> its own generator (seeded requests)
+
+    # ---- batch building --------------------------------------------------------------------------
+    def _slots(self, block_table: list[int], start: int, end: int) -> list[int]:
+        bs = self.block_size
+        return [block_table[p // bs] * bs + p % bs for p in range(start, end)]
+
+    def prepare(self, sched: SchedulerOutput) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
+        """Flat token ids (N,), positions (N,) and the attention metadata: decode tokens first, then chunks."""
+        ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        for item in sched.decode:
+            seq, p = item.seq, item.seq.num_computed_tokens
+            ids.append(seq.token_ids[p])
+            positions.append(p)
+            slots.extend(self._slots(seq.block_table, p, p + 1))
+        decode_slots = decode_mask = None
+        if sched.decode:
+            decode_slots, decode_mask = self._decode_context(sched.decode)
+        prefills = []
+        for item in sched.prefill:
+            seq, start, n = item.seq, item.seq.num_computed_tokens, item.num_tokens
+            chunk_start = len(ids)
+            ids.extend(seq.token_ids[start:start + n])
+            positions.extend(range(start, start + n))
+            slots.extend(self._slots(seq.block_table, start, start + n))
+            context_slots = None
+            if start > 0:
+                context_slots = torch.tensor(self._slots(seq.block_table, 0, start + n), device=self.device)
+            prefills.append(PrefillChunk(chunk_start, n, start + n, context_slots))
+        meta = AttentionMetadata(
+            slot_mapping=torch.tensor(slots, device=self.device),
+            num_decode=len(sched.decode), decode_slots=decode_slots, decode_mask=decode_mask, prefills=prefills,
+        )
+        return torch.tensor(ids, device=self.device), torch.tensor(positions, device=self.device), meta
+
+    def _decode_context(self, items: list[ScheduledSeq]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pool slots (D, L) of each decoding sequence's whole context, padded to the longest, and its mask."""
+        lengths = [it.seq.num_computed_tokens + 1 for it in items]
+        max_len = max(lengths)
+        max_blocks = -(-max_len // self.block_size)
+        tables = torch.tensor([it.seq.block_table[:max_blocks] + [0] * (max_blocks - len(it.seq.block_table))
+                               for it in items], device=self.device)                        # (D, max_blocks)
+        pos = torch.arange(max_len, device=self.device)                                     # (L,)
+        decode_slots = tables[:, pos // self.block_size] * self.block_size + pos % self.block_size  # (D, L)
+        mask = pos.unsqueeze(0) < torch.tensor(lengths, device=self.device).unsqueeze(1)    # (D, L)
+        return decode_slots, mask[:, None, None, :]                                          # (D, 1, 1, L)
+
+    def _sampling_tensors(self, seqs: list[Sequence], eos_ids: list[int]) -> SamplingTensors:
+        vocab = self.config.vocab_size
+        dev = self.device
+        ps = [s.params for s in seqs]
+
+        def column(values: list, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.tensor(values, dtype=dtype, device=dev)
+
+        need_counts = any(p.presence_penalty or p.frequency_penalty for p in ps)
+        need_seen = any(p.repetition_penalty != 1.0 for p in ps)
+        counts = seen = bias = None
+        if need_counts:
+            counts = torch.zeros(len(seqs), vocab, device=dev)
+            for i, s in enumerate(seqs):
+                out = s.output_token_ids
+                if out:
+                    counts[i].index_add_(0, torch.tensor(out, device=dev), torch.ones(len(out), device=dev))
+        if need_seen:
+            seen = torch.zeros(len(seqs), vocab, dtype=torch.bool, device=dev)
+            for i, s in enumerate(seqs):
+                seen[i, torch.tensor(s.token_ids, device=dev)] = True
+        for i, (s, p) in enumerate(zip(seqs, ps)):
+            banned = []
+            if s.num_output_tokens < p.min_tokens:   # min_tokens: the sequence may not end yet
+                banned = list(p.stop_token_ids) + ([] if p.ignore_eos else list(eos_ids))
+            if p.logit_bias or banned:
+                if bias is None:
+                    bias = torch.zeros(len(seqs), vocab, device=dev)
+                for token_id, value in p.logit_bias.items():
+                    bias[i, token_id] = value
+                for token_id in banned:
+                    bias[i, token_id] = float("-inf")
+        generators: list[torch.Generator | None] = []
+        for s in seqs:
+            if s.params.seed is not None and s.seq_id not in self.generators:
+                g = torch.Generator(device=dev)
+                g.manual_seed((s.params.seed + s.index * 1_000_003) % (1 << 64))
+                self.generators[s.seq_id] = g
+            generators.append(self.generators.get(s.seq_id))
+        tops = [p.logprobs for p in ps if p.logprobs is not None]
+        return SamplingTensors(
+            temperature=column([p.temperature for p in ps]),
+            top_k=column([p.top_k if p.top_k and p.top_k > 0 else 0 for p in ps], torch.long),
+            top_p=column([p.top_p for p in ps]),
+            min_p=column([p.min_p for p in ps]),
+            repetition_penalty=column([p.repetition_penalty for p in ps]),
+            presence_penalty=column([p.presence_penalty for p in ps]),
+            frequency_penalty=column([p.frequency_penalty for p in ps]),
+            output_counts=counts, seen_mask=seen, bias=bias, generators=generators,
+            all_greedy=all(p.temperature == 0 for p in ps),
+            num_top_logprobs=max(tops) if tops else -1,
+        )
+
+    # ---- the step --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def run(self, sched: SchedulerOutput, eos_ids: list[int]) -> dict[int, SampledToken]:
+        """One batched forward for the scheduled tokens; a next token for each sequence that reached its end."""
+        ids, positions, meta = self.prepare(sched)
+        hidden = self.model.model(ids, positions, meta)                  # (N, hidden)
+        items = sched.all
+        last_index, sampling = [], []
+        offset = 0
+        for item in items:
+            offset += item.num_tokens
+            if item.samples:
+                last_index.append(offset - 1)
+                sampling.append(item.seq)
+        if not sampling:
+            return {}
+        # Only the last position of each finishing sequence reaches the lm_head.
+        logits = self.model.compute_logits(hidden[torch.tensor(last_index, device=self.device)])  # (B, V)
+        tensors = self._sampling_tensors(sampling, eos_ids)
+        finite = torch.isfinite(logits).all(dim=-1)
+        safe_logits = torch.where(finite.unsqueeze(1), logits, torch.zeros_like(logits))
+        next_ids = sample(safe_logits, tensors)
+        results = self._gather_results(sampling, safe_logits, next_ids, tensors.num_top_logprobs)
+        for seq, ok in zip(sampling, finite.tolist()):
+            if not ok:
+                results[seq.seq_id].error = "the model produced non-finite logits for this sequence"
+        return results
+
+    def _gather_results(self, seqs: list[Sequence], logits: torch.Tensor, next_ids: torch.Tensor,
+                        num_top: int) -> dict[int, SampledToken]:
+        if num_top < 0:
+            return {s.seq_id: SampledToken(t) for s, t in zip(seqs, next_ids.tolist())}
+        logprobs = logits.log_softmax(dim=-1)                           # raw distribution, as OpenAI reports
+        chosen = logprobs.gather(1, next_ids.unsqueeze(1)).squeeze(1)
+        top_vals, top_ids = logprobs.topk(max(num_top, 1), dim=-1)
+        out: dict[int, SampledToken] = {}
+        for i, (s, t, lp, tv, ti) in enumerate(zip(seqs, next_ids.tolist(), chosen.tolist(), top_vals.tolist(),
+                                                   top_ids.tolist())):
+            k = s.params.logprobs
+            if k is None:
+                out[s.seq_id] = SampledToken(t)
+            else:
+                out[s.seq_id] = SampledToken(t, lp, [TopLogprob(tid, "", v) for tid, v in zip(ti[:k], tv[:k])])
+        return out
+
+    def forget(self, seq: Sequence) -> None:
+        self.generators.pop(seq.seq_id, None)

@@ -1,0 +1,113 @@
+"""Which sequences run in the next step, and how many of their tokens. Pure Python.
+
+Each step has a token budget. Running sequences go first: decoding ones need one token each, a long
+prompt still being prefilled takes what budget is left (chunked prefill, so it never stalls the
+streams already running). Then waiting sequences are admitted while there is room. When the KV pool
+runs dry, the most recently admitted sequence is preempted: its blocks are freed and it goes back to
+the front of the queue, to be recomputed later.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from lucid.config import EngineConfig
+from lucid.engine.block_manager import BlockManager
+from lucid.engine.sequence import Sequence, SequenceStatus
+
+
+@dataclass
+class ScheduledSeq:
+    seq: Sequence
+    num_tokens: int          # tokens to compute this step, starting at seq.num_computed_tokens
+
+    @property
+    def samples(self) -> bool:
+        """Whether this chunk reaches the sequence's last token, so a next token is sampled."""
+        return self.seq.num_computed_tokens + self.num_tokens == self.seq.num_tokens
+
+
+@dataclass
+class SchedulerOutput:
+    decode: list[ScheduledSeq] = field(default_factory=list)    # one token each
+    prefill: list[ScheduledSeq] = field(default_factory=list)   # prompt chunks
+    preempted: list[Sequence] = field(default_factory=list)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.decode and not self.prefill
+
+    @property
+    def all(self) -> list[ScheduledSeq]:
+        return self.decode + self.prefill
+
+
+class Scheduler:
+    def __init__(self, config: EngineConfig, block_manager: BlockManager) -> None:
+        self.config = config
+        self.blocks = block_manager
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def schedule(self) -> SchedulerOutput:
+        out = SchedulerOutput()
+        budget = self.config.max_num_batched_tokens
+        scheduled: list[Sequence] = []
+        # 1. Running sequences, oldest first, so that preemption takes the newest.
+        queue = list(self.running)
+        while queue and budget > 0:
+            seq = queue.pop(0)
+            num_tokens = min(seq.num_uncomputed_tokens, budget)
+            while not self.blocks.allocate(seq, seq.num_computed_tokens + num_tokens):
+                victim = queue.pop() if queue else seq
+                self._preempt(victim)
+                out.preempted.append(victim)
+                if victim is seq:
+                    break
+            if seq.status is not SequenceStatus.RUNNING:
+                continue
+            scheduled.append(seq)
+            (out.decode if seq.num_uncomputed_tokens == 1 else out.prefill).append(ScheduledSeq(seq, num_tokens))
+            budget -= num_tokens
+        # 2. Admit waiting sequences while seats, budget and blocks allow. Not after a preemption in this
+        #    step: the pool is short, and a preempted sequence must not be re-admitted at once.
+        while self.waiting and budget > 0 and not out.preempted and len(self.running) < self.config.max_num_seqs:
+            seq = self.waiting[0]
+            if not seq.block_table:
+                if not self.blocks.can_admit(seq, min(seq.num_tokens, budget)):
+                    break
+                self.blocks.admit(seq)
+            num_tokens = min(seq.num_uncomputed_tokens, budget)
+            if not self.blocks.allocate(seq, seq.num_computed_tokens + num_tokens):
+                self.blocks.release(seq)
+                break
+            self.waiting.popleft()
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            out.prefill.append(ScheduledSeq(seq, num_tokens))
+            budget -= num_tokens
+        return out
+
+    def _preempt(self, seq: Sequence) -> None:
+        """Free the sequence's KV and queue it again; its tokens (prompt + output so far) will be recomputed."""
+        self.blocks.release(seq)
+        seq.status = SequenceStatus.WAITING
+        self.running.remove(seq)
+        self.waiting.appendleft(seq)
+        self.num_preemptions += 1
+
+    def finish(self, seq: Sequence) -> None:
+        """Remove a finished or aborted sequence and free its blocks at once."""
+        self.blocks.release(seq)
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)

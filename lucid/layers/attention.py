@@ -1,0 +1,79 @@
+"""Grouped-query self-attention with q/k/v bias, reading and writing K/V through a paged block pool."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lucid.layers.attention_metadata import AttentionMetadata
+from lucid.layers.rotary import RotaryEmbedding
+
+
+class Qwen2Attention(nn.Module):
+    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, rope_theta: float,
+                 max_positions: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = hidden_size // num_heads
+        self.q_proj = nn.Linear(hidden_size, num_heads * self.head_dim, bias=True)
+        self.k_proj = nn.Linear(hidden_size, num_kv_heads * self.head_dim, bias=True)
+        self.v_proj = nn.Linear(hidden_size, num_kv_heads * self.head_dim, bias=True)
+        self.o_proj = nn.Linear(num_heads * self.head_dim, hidden_size, bias=False)
+        self.rotary_emb = RotaryEmbedding(self.head_dim, rope_theta, max_positions)
+        # This layer's slice of the KV pool, (num_slots, num_kv_heads, head_dim) each; bound by the model runner.
+        self.k_cache: torch.Tensor | None = None
+        self.v_cache: torch.Tensor | None = None
+
+    def forward(self, hidden: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata | None) -> torch.Tensor:
+        lead = hidden.shape[:-1]                                        # (N,) flat, or (B, T) without a cache
+        q = self.q_proj(hidden).view(*lead, self.num_heads, self.head_dim)
+        k = self.k_proj(hidden).view(*lead, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(hidden).view(*lead, self.num_kv_heads, self.head_dim)
+        q, k = self.rotary_emb(positions, q, k)
+        if meta is None:
+            out = self._attend_full(q, k, v)
+        else:
+            out = self._attend_paged(q, k, v, meta)
+        return self.o_proj(out.reshape(*lead, self.num_heads * self.head_dim))
+
+    def _attend_full(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """No cache: each row of a (B, T) batch attends causally to itself (used by tests and the walk-through)."""
+        # (B, T, heads, head_dim) -> (B, heads, T, head_dim) for SDPA
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                             is_causal=True, enable_gqa=True)
+        return out.transpose(1, 2)                                       # (B, T, heads, head_dim)
+
+    def _attend_paged(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      meta: AttentionMetadata) -> torch.Tensor:
+        assert self.k_cache is not None and self.v_cache is not None, "KV pool not bound to this layer"
+        # Store this step's keys and values first: decode tokens then read them back with their context.
+        self.k_cache.index_copy_(0, meta.slot_mapping, k)
+        self.v_cache.index_copy_(0, meta.slot_mapping, v)
+        out = torch.empty_like(q)                                        # (N, heads, head_dim)
+        num_decode = meta.num_decode
+        if num_decode:
+            qd = q[:num_decode].unsqueeze(2)                             # (D, heads, 1, head_dim)
+            kd = self.k_cache[meta.decode_slots].transpose(1, 2)         # (D, kv_heads, L, head_dim)
+            vd = self.v_cache[meta.decode_slots].transpose(1, 2)
+            od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=meta.decode_mask, enable_gqa=True)
+            out[:num_decode] = od.squeeze(2)
+        for chunk in meta.prefills:
+            s, e = chunk.start, chunk.start + chunk.length
+            if chunk.context_slots is None:
+                kc, vc = k[s:e], v[s:e]
+            else:
+                kc, vc = self.k_cache[chunk.context_slots], self.v_cache[chunk.context_slots]
+            # (T, heads, head_dim) -> (1, heads, T, head_dim)
+            qc = q[s:e].transpose(0, 1).unsqueeze(0)
+            kc = kc.transpose(0, 1).unsqueeze(0)
+            vc = vc.transpose(0, 1).unsqueeze(0)
+            if chunk.length == chunk.context_len:
+                oc = F.scaled_dot_product_attention(qc, kc, vc, is_causal=True, enable_gqa=True)
+            else:
+                # Query i sits at position (context_len - length + i) and sees every key up to it.
+                offset = chunk.context_len - chunk.length
+                rows = torch.arange(chunk.length, device=q.device).unsqueeze(1) + offset
+                mask = torch.arange(chunk.context_len, device=q.device).unsqueeze(0) <= rows  # (T, context_len)
+                oc = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=mask, enable_gqa=True)
+            out[s:e] = oc.squeeze(0).transpose(0, 1)
+        return out
