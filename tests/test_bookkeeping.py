@@ -1,0 +1,113 @@
+"""Block manager, scheduler and sequence: pure-Python bookkeeping, no model."""
+
+import sys
+
+from lucid.config import EngineConfig
+from lucid.engine.block_manager import BlockManager
+from lucid.engine.scheduler import Scheduler
+from lucid.engine.sequence import Sequence, SequenceStatus
+from lucid.sampling_params import SamplingParams
+
+P = SamplingParams(max_tokens=8)
+
+
+def seq(tokens, rid="r") -> Sequence:
+    return Sequence(rid, 0, list(tokens), P)
+
+
+def test_bookkeeping_does_not_import_torch():
+    for name in ("lucid.engine.block_manager", "lucid.engine.scheduler", "lucid.engine.sequence"):
+        module = sys.modules[name]
+        assert "torch" not in vars(module), name
+
+
+def test_allocate_and_release_blocks():
+    bm = BlockManager(num_blocks=4, block_size=4)
+    s = seq(range(10))
+    assert bm.allocate(s, 10) and len(s.block_table) == 3 and bm.num_free_blocks == 1
+    assert not bm.allocate(s, 20)                  # needs 2 more, only 1 free: nothing changes
+    assert len(s.block_table) == 3
+    bm.release(s)
+    assert bm.num_free_blocks == 4 and s.block_table == []
+
+
+def test_prefix_cache_matches_whole_blocks_only_after_compute():
+    bm = BlockManager(num_blocks=8, block_size=4)
+    a = seq(range(10))
+    bm.allocate(a, 10)
+    b = seq(range(10))
+    assert bm.match_prefix(b) == []                 # not computed yet: nothing to share
+    a.num_computed_tokens = 10
+    bm.register_computed(a)
+    assert bm.match_prefix(b) == a.block_table[:2]  # two full blocks; the partial one is never shared
+    assert bm.admit(b) == 8
+    assert bm.blocks[a.block_table[0]].ref_count == 2
+    bm.release(a)
+    assert bm.blocks[b.block_table[0]].ref_count == 1
+    c = seq([0, 1, 2, 3, 9, 9, 9, 9, 9])             # shares only the first block
+    assert len(bm.match_prefix(c)) == 1
+
+
+def test_last_token_is_never_served_from_cache():
+    bm = BlockManager(num_blocks=8, block_size=4)
+    a = seq(range(8))
+    bm.allocate(a, 8)
+    a.num_computed_tokens = 8
+    bm.register_computed(a)
+    assert len(bm.match_prefix(seq(range(8)))) == 1  # 8 tokens: only the first block, the last token is recomputed
+
+
+def test_freed_cached_block_is_revived_then_evicted_when_reused():
+    bm = BlockManager(num_blocks=2, block_size=4)
+    a = seq(range(5))
+    bm.allocate(a, 5)
+    a.num_computed_tokens = 5
+    bm.register_computed(a)
+    bm.release(a)
+    assert bm.num_free_blocks == 2 and len(bm.match_prefix(seq(range(6)))) == 1
+    big = seq(range(100, 108))
+    assert bm.allocate(big, 8)                       # takes both blocks, the cached one is overwritten
+    assert bm.match_prefix(seq(range(6))) == []
+
+
+def test_scheduler_chunks_long_prompts_under_budget():
+    config = EngineConfig(max_num_batched_tokens=8, max_num_seqs=4, block_size=4)
+    sched = Scheduler(config, BlockManager(64, 4))
+    long, short = seq(range(20), "long"), seq(range(3), "short")
+    sched.add(long)
+    sched.add(short)
+    out = sched.schedule()
+    assert [(s.seq.request_id, s.num_tokens) for s in out.prefill] == [("long", 8)]
+    long.num_computed_tokens += 8
+    out = sched.schedule()                            # the long prompt continues, the short one joins
+    assert [(s.seq.request_id, s.num_tokens) for s in out.prefill] == [("long", 8)]
+    long.num_computed_tokens += 8
+    out = sched.schedule()
+    assert [(s.seq.request_id, s.num_tokens) for s in out.prefill] == [("long", 4), ("short", 3)]
+    assert out.prefill[0].samples and out.prefill[1].samples
+
+
+def test_scheduler_preempts_newest_when_pool_is_full():
+    config = EngineConfig(max_num_batched_tokens=64, max_num_seqs=4, block_size=4)
+    sched = Scheduler(config, BlockManager(4, 4))
+    a, b = seq(range(8), "a"), seq(range(7), "b")
+    sched.add(a)
+    sched.add(b)
+    out = sched.schedule()
+    assert len(out.prefill) == 2
+    for item in out.prefill:
+        item.seq.num_computed_tokens += item.num_tokens
+    a.append_token(1)                                 # a needs a third block; none is free
+    b.append_token(1)
+    out = sched.schedule()
+    assert out.preempted == [b] and b.status is SequenceStatus.WAITING and b.block_table == []
+    assert [s.seq for s in out.decode] == [a]
+    assert sched.waiting[0] is b
+
+
+def test_max_num_seqs_caps_running():
+    sched = Scheduler(EngineConfig(max_num_seqs=2, block_size=4), BlockManager(64, 4))
+    for i in range(3):
+        sched.add(seq([1, 2], f"r{i}"))
+    out = sched.schedule()
+    assert len(out.prefill) == 2 and len(sched.waiting) == 1
