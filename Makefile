@@ -1,0 +1,45 @@
+# lucid — one venv, three jobs: setup, serve, test.
+# GPU users: `make setup TORCH="torch"` (or install their own torch into .venv first); the default is the
+# CPU build of torch 2.13.0.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: setup serve test test-fast lint bench clean
+
+$(VENV)/.setup: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -e ".[model]"
+	$(VENV)/bin/lucid pull
+	touch $@
+
+$(VENV)/.test-deps: $(VENV)/.setup
+	$(PIP) install -q -e ".[model,test]" playwright
+	test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)
+	touch $@
+
+setup: $(VENV)/.setup
+
+serve: setup
+	$(VENV)/bin/lucid serve $(ARGS)
+
+test: $(VENV)/.test-deps
+	$(VENV)/bin/ruff check lucid tests benchmarks examples
+	$(PY) -m pytest -q --durations=15
+
+test-fast: $(VENV)/.test-deps
+	$(PY) -m pytest -q -m "not slow and not browser"
+
+lint: $(VENV)/.test-deps
+	$(VENV)/bin/ruff check lucid tests benchmarks examples
+
+bench: setup
+	$(PIP) install -q transformers accelerate llama-cpp-python
+	$(PY) benchmarks/compare.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,5 @@
+import sys
+
+from lucid.cli import main
+
+sys.exit(main())
