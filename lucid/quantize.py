@@ -1,0 +1,43 @@
+"""Swap a loaded model's nn.Linear layers for weight-only quantized ones, per a named scheme."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lucid.layers.quantized_linear import Int4Linear, Int8Linear
+
+SCHEMES = ("none", "int8", "int4", "mixed")
+
+
+def layer_format(name: str, scheme: str) -> str:
+    """Which format one linear layer gets. `mixed`: int4 for the MLP's large matrices, int8 elsewhere."""
+    if scheme in ("none", "int8", "int4"):
+        return scheme
+    if scheme == "mixed":
+        return "int4" if name.endswith(("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")) else "int8"
+    raise ValueError(f"unknown quantization {scheme!r}; choose one of {', '.join(SCHEMES)}")
+
+
+def quantize_model(model: nn.Module, scheme: str) -> nn.Module:
+    """Replace every nn.Linear (lm_head included, unless it shares the embedding) in place."""
+    if scheme == "none":
+        return model
+    dtype = next(model.parameters()).dtype
+    if next(model.parameters()).device.type != "cpu":
+        raise ValueError("quantized kernels are CPU-only in lucid; use --quantization none on CUDA")
+    embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, nn.Linear):
+            continue
+        if embed is not None and module.weight is embed.weight:
+            continue  # a tied head shares the embedding table, which must stay float for lookups
+        fmt = layer_format(name, scheme)
+        if fmt == "none":
+            continue
+        cls = Int4Linear if fmt == "int4" else Int8Linear
+        with torch.no_grad():
+            new = cls(module.weight.detach(), None if module.bias is None else module.bias.detach(), dtype)
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    return model

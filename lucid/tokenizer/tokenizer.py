@@ -1,0 +1,166 @@
+"""lucid's tokenizer: byte-level BPE through the `tokenizers` library, plus chat template and streaming decode."""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer as BackendTokenizer
+from tokenizers import decoders
+
+from lucid.errors import ModelLoadError
+from lucid.tokenizer.byte_level import token_string_to_bytes
+from lucid.tokenizer.chat_template import render_chat_template
+from lucid.tokenizer.detokenizer import IncrementalDetokenizer
+from lucid.tokenizer.gguf_vocab import build_backend
+from lucid.tokenizer.hf_files import read_hf_folder, write_hf_folder
+
+# Chat models end a turn with <|im_end|>; base models end a document with <|endoftext|>. Either one stops.
+_DEFAULT_STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
+
+
+class Tokenizer:
+    """Text <-> token ids for one model. Build it with `from_hf_folder` or `from_gguf_fields`."""
+
+    def __init__(
+        self,
+        backend: BackendTokenizer,
+        *,
+        bos_token_id: int | None,
+        eos_token_id: int | None,
+        pad_token_id: int | None,
+        chat_template: str | None,
+        extra_eos_ids: Sequence[int] = (),
+        add_bos_token: bool = False,
+        source: str = "",
+    ) -> None:
+        if not isinstance(backend.decoder, decoders.ByteLevel):
+            # Streaming decode and token_bytes rely on every token being a string of byte stand-ins.
+            raise ModelLoadError(f"{source}: lucid supports byte-level BPE tokenizers (Qwen2 family) only")
+        self._backend = backend
+        self._add_bos_token = add_bos_token
+        self.source = source
+        self.vocab_size: int = backend.get_vocab_size(with_added_tokens=True)
+        self.bos_token_id = bos_token_id
+        self.eos_token_id = eos_token_id
+        self.pad_token_id = pad_token_id
+        self.chat_template = chat_template
+        self.special_token_ids: set[int] = {i for i, t in backend.get_added_tokens_decoder().items() if t.special}
+        stop_candidates = [eos_token_id, *(backend.token_to_id(t) for t in _DEFAULT_STOP_TOKENS), *extra_eos_ids]
+        self.eos_token_ids: list[int] = list(dict.fromkeys(i for i in stop_candidates if i is not None))
+        self._bytes_cache: dict[int, bytes] = {}
+
+    # ---- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def from_hf_folder(cls, folder: Path) -> "Tokenizer":
+        """Load tokenizer.json, tokenizer_config.json, chat_template.jinja and generation_config.json's eos ids."""
+        files = read_hf_folder(Path(folder))
+        backend = files.backend
+
+        def token_id(token: str | None) -> int | None:
+            return backend.token_to_id(token) if token else None
+
+        return cls(
+            backend,
+            bos_token_id=token_id(files.bos_token),
+            eos_token_id=token_id(files.eos_token),
+            pad_token_id=token_id(files.pad_token),
+            chat_template=files.chat_template,
+            extra_eos_ids=files.generation_eos_ids,
+            source=str(folder),
+        )
+
+    @classmethod
+    def from_gguf_fields(cls, fields: dict[str, Any], source: str) -> "Tokenizer":
+        """Build from GGUF metadata (keys -> plain Python values); `source` names the file in error messages."""
+        backend = build_backend(fields, source)
+        return cls(
+            backend,
+            bos_token_id=fields.get("tokenizer.ggml.bos_token_id"),
+            eos_token_id=fields.get("tokenizer.ggml.eos_token_id"),
+            pad_token_id=fields.get("tokenizer.ggml.padding_token_id"),
+            chat_template=fields.get("tokenizer.chat_template"),
+            add_bos_token=bool(fields.get("tokenizer.ggml.add_bos_token", False)),
+            source=source,
+        )
+
+    def save_hf(self, folder: Path) -> None:
+        """Write tokenizer.json + tokenizer_config.json, loadable by transformers' AutoTokenizer and from_hf_folder."""
+        write_hf_folder(
+            Path(folder),
+            self._backend,
+            bos_token=self._token_or_none(self.bos_token_id),
+            eos_token=self._token_or_none(self.eos_token_id),
+            pad_token=self._token_or_none(self.pad_token_id),
+            chat_template=self.chat_template,
+            add_bos_token=self._add_bos_token,
+        )
+
+    # ---- text <-> ids -------------------------------------------------------------------------------------
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of `text`. Special tokens written in the text (`<|im_start|>`) become their own ids;
+        `add_special_tokens` adds what the tokenizer adds around a text (a BOS, for models that want one)."""
+        return self._backend.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self._backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        """The raw vocabulary string (byte stand-ins, e.g. 'Ġhello'), or None for an id the tokenizer lacks."""
+        return self._backend.id_to_token(token_id)
+
+    def token_bytes(self, token_id: int) -> list[int]:
+        """The token's raw bytes (OpenAI logprobs `bytes`); empty for ids beyond the vocabulary (padded rows)."""
+        return list(self._raw_bytes(token_id))
+
+    def token_text(self, token_id: int) -> str:
+        """The token as text for display; a token holding part of a character shows U+FFFD for those bytes."""
+        return self._raw_bytes(token_id).decode("utf-8", errors="replace")
+
+    def detokenizer(self, prompt_ids: Sequence[int] = (), skip_special_tokens: bool = True) -> IncrementalDetokenizer:
+        """A fresh streaming decoder for one sequence's generated ids.
+
+        `prompt_ids` is accepted for interface compatibility: byte-level decoding needs no left context.
+        """
+        return IncrementalDetokenizer(self._raw_bytes, self.special_token_ids if skip_special_tokens else ())
+
+    # ---- chat ---------------------------------------------------------------------------------------------
+    def apply_chat_template(
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """The prompt text for a conversation. Raises ValueError (ChatTemplateError) when it cannot be rendered."""
+        special = {
+            name: text
+            for name, token_id in (
+                ("bos_token", self.bos_token_id),
+                ("eos_token", self.eos_token_id),
+                ("pad_token", self.pad_token_id),
+            )
+            if (text := self._token_or_none(token_id)) is not None
+        }
+        return render_chat_template(
+            self.chat_template,
+            messages,
+            add_generation_prompt=add_generation_prompt,
+            tools=tools,
+            special_tokens=special,
+            **kwargs,
+        )
+
+    # ---- helpers ------------------------------------------------------------------------------------------
+    def _token_or_none(self, token_id: int | None) -> str | None:
+        return None if token_id is None else self._backend.id_to_token(token_id)
+
+    def _raw_bytes(self, token_id: int) -> bytes:
+        cached = self._bytes_cache.get(token_id)
+        if cached is None:
+            token = self._backend.id_to_token(token_id)
+            cached = b"" if token is None else token_string_to_bytes(token)
+            self._bytes_cache[token_id] = cached
+        return cached
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(source={self.source!r}, vocab_size={self.vocab_size}, eos_token_ids={self.eos_token_ids})"
