@@ -25,8 +25,8 @@ class LLM:
     """
 
     def __init__(self, model: str | None = None, dtype: str = "bfloat16", device: str = "cpu",
-                 **engine_options: Any) -> None:
-        self.engine = LLMEngine.from_pretrained(model, dtype=dtype, device=device,
+                 quantization: str = "none", **engine_options: Any) -> None:
+        self.engine = LLMEngine.from_pretrained(model, dtype=dtype, device=device, quantization=quantization,
                                                 engine_config=EngineConfig(**engine_options))
         self.tokenizer = self.engine.tokenizer
         self.model: torch.nn.Module = self.engine.model
@@ -59,8 +59,7 @@ class LLM:
         self.engine.add_request(request_id, prompt_token_ids, params)
         try:
             while self.engine.has_unfinished():
-                for out in self.engine.step():
-                    yield out
+                yield from self.engine.step()
         finally:
             self.engine.abort(request_id)
 

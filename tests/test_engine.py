@@ -1,8 +1,8 @@
 """The engine end to end on a tiny random model: paged KV vs full recompute, batching, preemption, prefix cache."""
 
 import torch
-
 from engine_fixtures import TINY, run_all, tiny_engine, tiny_model
+
 from lucid import SamplingParams
 
 GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)

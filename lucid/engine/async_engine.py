@@ -49,8 +49,9 @@ class AsyncEngine:
 
     @classmethod
     def from_pretrained(cls, model: str | None = None, dtype: str = "bfloat16", device: str = "cpu",
-                        engine_config: EngineConfig | None = None) -> "AsyncEngine":
-        return cls(LLMEngine.from_pretrained(model, dtype=dtype, device=device, engine_config=engine_config))
+                        engine_config: EngineConfig | None = None, quantization: str = "none") -> AsyncEngine:
+        return cls(LLMEngine.from_pretrained(model, dtype=dtype, device=device, engine_config=engine_config,
+                                             quantization=quantization))
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 
 from lucid.config import EngineConfig, ModelConfig
+from lucid.engine.outputs import TopLogprob
 from lucid.engine.scheduler import ScheduledSeq, SchedulerOutput
 from lucid.engine.sequence import Sequence
-from lucid.engine.outputs import TopLogprob
 from lucid.layers.attention_metadata import AttentionMetadata, PrefillChunk
 from lucid.layers.sampler import SamplingTensors, sample
 from lucid.models.qwen2 import Qwen2ForCausalLM
@@ -167,7 +167,7 @@ class ModelRunner:
         # Only the last position of each finishing sequence reaches the lm_head.
         logits = self.model.compute_logits(hidden[torch.tensor(last_index, device=self.device)])  # (B, V)
         tensors = self._sampling_tensors(sampling, eos_ids)
-        finite = torch.isfinite(logits).all(dim=-1)
+        finite = torch.isfinite(logits.amax(dim=-1))   # a NaN or +inf anywhere in a row shows in its max
         safe_logits = torch.where(finite.unsqueeze(1), logits, torch.zeros_like(logits))
         next_ids = sample(safe_logits, tensors)
         results = self._gather_results(sampling, safe_logits, next_ids, tensors.num_top_logprobs)
@@ -184,8 +184,7 @@ class ModelRunner:
         chosen = logprobs.gather(1, next_ids.unsqueeze(1)).squeeze(1)
         top_vals, top_ids = logprobs.topk(max(num_top, 1), dim=-1)
         out: dict[int, SampledToken] = {}
-        for i, (s, t, lp, tv, ti) in enumerate(zip(seqs, next_ids.tolist(), chosen.tolist(), top_vals.tolist(),
-                                                   top_ids.tolist())):
+        for s, t, lp, tv, ti in zip(seqs, next_ids.tolist(), chosen.tolist(), top_vals.tolist(), top_ids.tolist()):
             k = s.params.logprobs
             if k is None:
                 out[s.seq_id] = SampledToken(t)
