@@ -54,7 +54,7 @@ class ModelConfig:
         return [self.eos_token_id] if isinstance(self.eos_token_id, int) else list(self.eos_token_id)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "config.json") -> "ModelConfig":
+    def from_dict(cls, raw: dict[str, Any], source: str = "config.json") -> ModelConfig:
         architectures = tuple(raw.get("architectures") or ("Qwen2ForCausalLM",))
         if not any(a in SUPPORTED_ARCHITECTURES for a in architectures) and raw.get("model_type") != "qwen2":
             raise ModelLoadError(
@@ -75,7 +75,7 @@ class ModelConfig:
             raise ModelLoadError(f"{source}: {exc}") from None
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "ModelConfig":
+    def from_json(cls, path: str | Path) -> ModelConfig:
         path = Path(path)
         try:
             raw = json.loads(path.read_text())

@@ -102,7 +102,7 @@ class SamplingParams:
         """True once resolved to temperature 0 (argmax)."""
         return self.temperature == 0.0
 
-    def with_defaults(self, generation_config: dict[str, Any] | None) -> "SamplingParams":
+    def with_defaults(self, generation_config: dict[str, Any] | None) -> SamplingParams:
         """Fill the fields a request left unset (None) from the model's generation_config, else OpenAI's defaults."""
         gc = generation_config or {}
 
