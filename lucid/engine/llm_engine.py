@@ -151,7 +151,7 @@ class LLMEngine:
         token = result.token_id
         seq.append_token(token)
         if result.logprob is not None:
-            completion.pending_logprobs.append(self._token_logprob(token, result))
+            completion.all_logprobs.append(self._token_logprob(token, result))
         params = seq.params
         can_stop = seq.num_output_tokens >= params.min_tokens
         if can_stop and token in params.stop_token_ids:

@@ -15,7 +15,8 @@ class CompletionState:
         self.text = ""            # decoded text so far, stop string not included
         self.emitted = 0          # characters of `text` already handed out
         self.emitted_tokens = 0   # output tokens already handed out
-        self.pending_logprobs: list[TokenLogprob] = []
+        self.all_logprobs: list[TokenLogprob] = []
+        self.emitted_logprobs = 0
 
     def add_token(self, token_id: int) -> str | None:
         """Decode one more token. Returns the stop string it completed, if any (the text then ends before it)."""
@@ -57,12 +58,14 @@ class CompletionState:
         tokens = self.seq.output_token_ids
         delta_tokens = tokens[self.emitted_tokens:]
         self.emitted_tokens = len(tokens)
-        logprobs = None
+        logprobs = all_logprobs = None
         if self.seq.params.logprobs is not None:
-            logprobs, self.pending_logprobs = self.pending_logprobs, []
+            all_logprobs = self.all_logprobs
+            logprobs = all_logprobs[self.emitted_logprobs:]
+            self.emitted_logprobs = len(all_logprobs)
         return CompletionOutput(
             index=self.seq.index, text=self.text[:self.emitted], token_ids=list(tokens), delta_text=delta,
-            delta_token_ids=delta_tokens, delta_logprobs=logprobs, finish_reason=self.seq.finish_reason,
+            delta_token_ids=delta_tokens, delta_logprobs=logprobs, logprobs=all_logprobs, finish_reason=self.seq.finish_reason,
             stop_reason=self.seq.stop_reason, error=self.seq.error,
         )
 

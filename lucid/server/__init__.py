@@ -1,0 +1,1 @@
+"""lucid's OpenAI-compatible HTTP server (FastAPI + uvicorn): `lucid serve`."""

@@ -1,0 +1,154 @@
+"""`lucid serve`: its arguments, and running the app under uvicorn with a graceful drain on SIGTERM / SIGINT.
+
+Also runnable alone: `python -m lucid.server.cli_serve --model DIR --port 8000`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from lucid.config import EngineConfig, parse_size
+from lucid.server.app import build_app
+from lucid.server.state import DEFAULT_MAX_BODY_BYTES, ServerSettings, ServerState
+
+logger = logging.getLogger("lucid.server")
+
+CPU_MAX_MODEL_LEN = 8192   # a CPU cannot use a 32k context in reasonable time; a GPU gets the model's own
+GPU_MAX_MODEL_LEN = 32768
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `lucid serve`; every limit has a default that suits a small model."""
+    parser.add_argument("--model", default=None,
+                        help="a model folder or .gguf file (default: the default model, Qwen2.5-Coder-0.5B-Instruct)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    parser.add_argument("--served-model-name", nargs="+", default=None, metavar="NAME",
+                        help="names clients may use for the model; /v1/models lists the first "
+                             "(default: a short name derived from the model's own)")
+    parser.add_argument("--api-key", default=None,
+                        help="require 'Authorization: Bearer KEY' on the API (/health and / stay open)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"],
+                        help="weights and activations dtype (default: the engine's, bfloat16)")
+    parser.add_argument("--max-num-seqs", type=int, default=None,
+                        help=f"sequences decoded together (default {EngineConfig.max_num_seqs})")
+    parser.add_argument("--max-model-len", type=int, default=None,
+                        help=f"prompt + output tokens per request (default {CPU_MAX_MODEL_LEN} on CPU, "
+                             "the model's own limit on a GPU)")
+    parser.add_argument("--kv-cache-memory", type=parse_size, default=None, metavar="SIZE",
+                        help="memory for the KV cache, e.g. 512M or 2G (default 1G)")
+    parser.add_argument("--max-queue", type=int, default=None,
+                        help=f"waiting requests before new ones get 429 (default {EngineConfig.max_queue})")
+    parser.add_argument("--allowed-origins", nargs="+", default=None, metavar="ORIGIN",
+                        help="enable CORS for these origins ('*' for any); off by default")
+    parser.add_argument("--max-body-bytes", type=parse_size, default=DEFAULT_MAX_BODY_BYTES, metavar="SIZE",
+                        help="largest request body accepted; larger ones get 413 (default 8M)")
+    parser.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="on SIGTERM/SIGINT, how long in-flight requests may finish (default 30)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def engine_config_from_args(args: argparse.Namespace, device: str = "cpu") -> EngineConfig:
+    limits: dict[str, Any] = {"max_model_len": args.max_model_len
+                              or (GPU_MAX_MODEL_LEN if device.startswith("cuda") else CPU_MAX_MODEL_LEN)}
+    for name in ("max_num_seqs", "kv_cache_memory", "max_queue"):
+        if getattr(args, name) is not None:
+            limits[name] = getattr(args, name)
+    return EngineConfig(**limits)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but the first SIGTERM/SIGINT drains: new requests get 503 while those in flight finish (up to a
+    grace period), then the server stops and the process exits 0. A second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, state: ServerState, grace: float) -> None:
+        super().__init__(config)
+        self.state = state
+        self.grace = grace
+        self.exit_code = 0
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Unlike uvicorn's handler, the signal is not recorded: uvicorn would re-raise it after shutdown, and the
+        # process would die by the signal instead of exiting 0.
+        if self._draining:
+            self.should_exit = self.force_exit = True
+            return
+        if self.state.phase != "ready":  # loading or failed: nothing to drain
+            self.should_exit = True
+            return
+        self._draining = True
+        self.state.start_draining()
+        logger.info("Received %s: refusing new requests, letting %d in flight finish (up to %.0f s)",
+                    signal.Signals(sig).name, self.state.in_flight, self.grace)
+        threading.Thread(target=self._drain, name="lucid-drain", daemon=True).start()
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.grace
+        while self.state.in_flight > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.state.in_flight > 0:
+            logger.warning("Grace period over: stopping with %d request(s) still in flight", self.state.in_flight)
+        self.should_exit = True
+
+    def fail(self) -> None:
+        """Stop with exit code 1 (the model could not be loaded)."""
+        self.exit_code = 1
+        self.should_exit = True
+
+
+def _loader(args: argparse.Namespace) -> Callable[[], Any]:
+    def load() -> Any:
+        import torch  # heavy: imported in the loading thread, while /health already answers 503
+
+        from lucid.engine.async_engine import AsyncEngine
+
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        options = {"device": device, **({"dtype": args.dtype} if args.dtype else {})}
+        logger.info("Loading %s on %s ...", args.model or "the default model", device)
+        return AsyncEngine.from_pretrained(args.model, engine_config=engine_config_from_args(args, device), **options)
+
+    return load
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit code (0 after a clean drain, 1 if loading failed)."""
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        engine_config_from_args(args)  # bad limits fail now, not after the model loaded
+    except ValueError as exc:
+        print(f"lucid serve: {exc}", file=sys.stderr)
+        return 2
+    settings = ServerSettings(served_model_names=list(args.served_model_name or []), api_key=args.api_key,
+                              allowed_origins=list(args.allowed_origins or []), max_body_bytes=args.max_body_bytes,
+                              host=args.host, port=args.port)
+    state = ServerState(_loader(args), settings)
+    config = uvicorn.Config(build_app(state), host=args.host, port=args.port, log_level=args.log_level,
+                            timeout_graceful_shutdown=1)
+    server = DrainingServer(config, state, grace=args.shutdown_timeout)
+    state.on_fatal = server.fail
+    server.run()
+    if server.exit_code == 0 and not server.started:
+        return 1  # uvicorn could not start (e.g. the port is taken); it logged why
+    return server.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lucid serve", description="OpenAI-compatible server for a Qwen2 model.")
+    add_serve_arguments(parser)
+    return run_serve(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""The OpenAI request bodies lucid accepts, as pydantic models, and the one function that parses them.
+
+Types are strict (a string is not a number) and unknown fields are ignored, as OpenAI-compatible servers do.
+Ranges of sampling values are not checked here: `SamplingParams` checks them, in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, TypeVar
+
+from fastapi import Request
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from lucid.server.errors import APIError, bad_request, describe_validation_error
+
+Number = StrictFloat  # accepts ints too, never strings or booleans
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+class TextPart(_Request):
+    type: Literal["text"]
+    text: StrictStr
+
+
+class ChatMessage(_Request):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: StrictStr | list[TextPart] | None = None
+    name: StrictStr | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: StrictStr | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_only(cls, value: Any) -> Any:
+        # Checked before the union is tried, so a non-text part gets one clear message, not one per union member.
+        for part in value if isinstance(value, list) else []:
+            if isinstance(part, dict) and part.get("type") != "text":
+                raise ValueError(f"content parts of type {part.get('type')!r} are not supported yet; only 'text' "
+                                 "parts are")
+        return value
+
+    @model_validator(mode="after")
+    def _has_content(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError(f"a '{self.role}' message needs 'content'")
+        return self
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "\n".join(part.text for part in self.content)
+        return self.content or ""
+
+    def for_template(self) -> dict[str, Any]:
+        """The plain dict a chat template expects; 'developer' is OpenAI's newer name for 'system'."""
+        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role,
+                                   "content": self.text()}
+        for key in ("name", "tool_calls", "tool_call_id"):
+            if getattr(self, key) is not None:
+                message[key] = getattr(self, key)
+        return message
+
+
+class StreamOptions(_Request):
+    include_usage: StrictBool | None = False
+
+
+class SamplingFields(_Request):
+    """Fields shared by chat and completions (OpenAI's, then vLLM's extras)."""
+
+    model: StrictStr | None = None
+    max_tokens: StrictInt | None = None
+    temperature: Number | None = None
+    top_p: Number | None = None
+    n: StrictInt | None = None
+    stop: StrictStr | list[StrictStr] | None = None
+    seed: StrictInt | None = None
+    presence_penalty: Number | None = None
+    frequency_penalty: Number | None = None
+    logit_bias: dict[str, Number] | None = None
+    stream: StrictBool | None = False
+    stream_options: StreamOptions | None = None
+    user: StrictStr | None = None
+    top_k: StrictInt | None = None
+    min_p: Number | None = None
+    repetition_penalty: Number | None = None
+    stop_token_ids: list[StrictInt] | None = None
+    ignore_eos: StrictBool | None = False
+    min_tokens: StrictInt | None = None
+    skip_special_tokens: StrictBool | None = True
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_id_keys(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key in value or {}:
+            if not key.lstrip("-").isdigit():
+                raise ValueError(f"keys must be token ids, got {key!r}")
+        return value
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[ChatMessage]
+    max_completion_tokens: StrictInt | None = None
+    logprobs: StrictBool | None = False
+    top_logprobs: StrictInt | None = None
+    add_generation_prompt: StrictBool | None = True
+    # Accepted only to refuse them clearly: dropping them silently would mislead the client.
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _not_empty(cls, value: list[ChatMessage]) -> list[ChatMessage]:
+        if not value:
+            raise ValueError("at least one message is required")
+        return value
+
+
+PromptInput = StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+
+
+class CompletionRequest(SamplingFields):
+    prompt: PromptInput
+    logprobs: StrictInt | None = None
+    echo: StrictBool | None = False
+    suffix: StrictStr | None = None
+
+
+class TokenizeRequest(_Request):
+    """vLLM's /tokenize: either `prompt`, or `messages` rendered through the chat template."""
+
+    model: StrictStr | None = None
+    prompt: StrictStr | None = None
+    messages: list[ChatMessage] | None = None
+    add_generation_prompt: StrictBool = True
+    add_special_tokens: StrictBool = True
+
+    @model_validator(mode="after")
+    def _one_input(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        if self.messages is not None and not self.messages:
+            raise ValueError("at least one message is required")
+        return self
+
+
+class DetokenizeRequest(_Request):
+    model: StrictStr | None = None
+    tokens: list[StrictInt]
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _find_lone_surrogate(value: Any, path: str = "body") -> str | None:
+    """The path of the first string holding a lone UTF-16 surrogate (JSON allows '\\ud800'; UTF-8 does not)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _find_lone_surrogate(key, path) if isinstance(key, str) else None
+        found = found or _find_lone_surrogate(item, f"{path}.{key}" if path != "body" else str(key))
+        if found:
+            return found
+    return None
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """Bytes -> a JSON object, or a 400 that says what is wrong with them."""
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise bad_request(f"The body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise bad_request(f"The body must be a JSON object, got {type(body).__name__}.")
+    where = _find_lone_surrogate(body)
+    if where:
+        raise bad_request(f"{where}: contains a lone surrogate (invalid Unicode)", param=where.split(".")[0])
+    return body
+
+
+def parse_model(body: dict[str, Any], model: type[Model]) -> Model:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        message, param = describe_validation_error(exc)
+        raise APIError(400, message, param=param) from None
+
+
+async def parse_request(request: Request, model: type[Model]) -> Model:
+    """Read, decode and validate a request body; every failure is a 400 in OpenAI's shape."""
+    return parse_model(parse_json(await request.body()), model)

@@ -1,0 +1,136 @@
+"""POST /v1/chat/completions: messages -> chat template -> token ids -> engine -> OpenAI chat response or stream."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+from lucid.engine.outputs import RequestOutput
+from lucid.server import sse
+from lucid.server.errors import bad_request
+from lucid.server.generation import check_finished, collect_all, generate, max_model_len, start_all, until_disconnect
+from lucid.server.logprobs import chat_logprobs
+from lucid.server.protocol import ChatCompletionRequest, ChatMessage, parse_request
+from lucid.server.request_params import build_sampling_params, refuse_unsupported_chat, resolve_max_tokens
+from lucid.server.state import ServerState
+
+if TYPE_CHECKING:
+    from lucid.engine.async_engine import AsyncEngine
+
+
+def render_prompt(engine: AsyncEngine, messages: list[ChatMessage], add_generation_prompt: bool) -> list[int]:
+    """The token ids of the conversation as the model's chat template writes it; template errors are the client's."""
+    try:
+        text = engine.tokenizer.apply_chat_template([m.for_template() for m in messages],
+                                                    add_generation_prompt=add_generation_prompt)
+    except (ValueError, jinja2.TemplateError) as exc:
+        raise bad_request(f"The chat template rejected these messages: {exc}", param="messages") from None
+    return engine.tokenizer.encode(text)
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+async def create_chat_completion(request: Request, state: ServerState) -> Response:
+    req = await parse_request(request, ChatCompletionRequest)
+    engine = state.require_engine()
+    model = state.check_model(req.model)
+    refuse_unsupported_chat(req)
+    prompt_ids = render_prompt(engine, req.messages, req.add_generation_prompt is not False)
+    requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    max_tokens = resolve_max_tokens(requested, None, len(prompt_ids), max_model_len(engine))
+    top_k = req.top_logprobs or 0
+    params = build_sampling_params(req, max_tokens=max_tokens, logprobs=top_k if req.logprobs else None,
+                                   vocab_size=engine.model_config.vocab_size, logprobs_param="top_logprobs")
+    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    gen = generate(state, engine, prompt_ids, params, request_id)
+    [first] = await start_all(request, [gen])
+    chat = _Chat(engine, request_id, model, int(time.time()), top_k if req.logprobs else None)
+    if req.stream:
+        return sse.event_stream(chat.stream(first, gen, req.include_usage))
+    [(final, logprobs)] = await until_disconnect(request, collect_all([first], [gen]))
+    return JSONResponse(chat.response(final, logprobs))
+
+
+class _Chat:
+    """Builds the response objects of one chat request."""
+
+    def __init__(self, engine: AsyncEngine, request_id: str, model: str, created: int, top_k: int | None) -> None:
+        self.engine = engine
+        self.id = request_id
+        self.model = model
+        self.created = created
+        self.top_k = top_k  # None: no logprobs requested
+
+    def _logprobs(self, items: list | None) -> dict[str, Any] | None:
+        if self.top_k is None:
+            return None
+        return chat_logprobs(items or [], self.engine.tokenizer, self.top_k)
+
+    def response(self, final: RequestOutput, logprobs: list[list]) -> dict[str, Any]:
+        choices = []
+        for c in final.outputs:
+            check_finished(c)
+            choices.append({
+                "index": c.index,
+                "message": {"role": "assistant", "content": c.text, "tool_calls": []},
+                "logprobs": self._logprobs(logprobs[c.index]),
+                "finish_reason": c.finish_reason,
+                "stop_reason": c.stop_reason,
+            })
+        completion_tokens = sum(len(c.token_ids) for c in final.outputs)
+        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+                "choices": choices, "usage": _usage(len(final.prompt_token_ids), completion_tokens)}
+
+    def _chunk(self, choices: list[dict[str, Any]], include_usage: bool, usage: dict | None = None) -> str:
+        chunk: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                                 "model": self.model, "choices": choices}
+        if include_usage:  # OpenAI: every chunk carries `usage`, null except in the last one
+            chunk["usage"] = usage
+        return sse.event(chunk)
+
+    async def stream(self, first: RequestOutput, gen: AsyncIterator[RequestOutput],
+                     include_usage: bool) -> AsyncIterator[str]:
+        """Role first (one chunk per choice), then content deltas, one finish_reason per choice, optional usage."""
+        try:
+            for c in first.outputs:
+                yield self._chunk([{"index": c.index, "delta": {"role": "assistant", "content": ""},
+                                    "logprobs": None, "finish_reason": None}], include_usage)
+            completion_tokens = [0] * len(first.outputs)
+            reported: set[int] = set()  # choices whose finish_reason was sent: the engine may repeat them
+            out = first
+            while True:
+                for c in out.outputs:
+                    if c.index in reported:
+                        continue
+                    check_finished(c)
+                    completion_tokens[c.index] = len(c.token_ids)
+                    if not (c.delta_text or c.delta_logprobs or c.finish_reason):
+                        continue  # e.g. half a UTF-8 character or a possible stop string, held back
+                    choice: dict[str, Any] = {"index": c.index,
+                                              "delta": {"content": c.delta_text} if c.delta_text else {},
+                                              "logprobs": self._logprobs(c.delta_logprobs),
+                                              "finish_reason": c.finish_reason}
+                    if c.finish_reason:
+                        choice["stop_reason"] = c.stop_reason
+                        reported.add(c.index)
+                    yield self._chunk([choice], include_usage)
+                if out.finished:
+                    break
+                try:
+                    out = await anext(gen)
+                except StopAsyncIteration:
+                    break
+            if include_usage:
+                usage = _usage(len(first.prompt_token_ids), sum(completion_tokens))
+                yield self._chunk([], include_usage, usage)
+        finally:
+            await gen.aclose()  # type: ignore[attr-defined]
