@@ -83,7 +83,7 @@ class ModelRunner:
         )
         return torch.tensor(ids, device=self.device), torch.tensor(positions, device=self.device), meta
 
-    def _decode_context(self, items: list[ScheduledSeq]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode_context(self, items: list[ScheduledSeq]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Pool slots (D, L) of each decoding sequence's whole context, padded to the longest, and its mask."""
         lengths = [it.seq.num_computed_tokens + 1 for it in items]
         max_len = max(lengths)
@@ -92,8 +92,10 @@ class ModelRunner:
                                for it in items], device=self.device)                        # (D, max_blocks)
         pos = torch.arange(max_len, device=self.device)                                     # (L,)
         decode_slots = tables[:, pos // self.block_size] * self.block_size + pos % self.block_size  # (D, L)
+        if min(lengths) == max_len:
+            return decode_slots, None                                                        # nothing padded
         mask = pos.unsqueeze(0) < torch.tensor(lengths, device=self.device).unsqueeze(1)    # (D, L)
-        return decode_slots, mask[:, None, None, :]                                          # (D, 1, 1, L)
+        return decode_slots, mask
 
     def _sampling_tensors(self, seqs: list[Sequence], eos_ids: list[int]) -> SamplingTensors:
         vocab = self.config.vocab_size

@@ -60,13 +60,13 @@ class CompletionState:
         self.emitted_tokens = len(tokens)
         logprobs = all_logprobs = None
         if self.seq.params.logprobs is not None:
-            all_logprobs = self.all_logprobs
+            all_logprobs = list(self.all_logprobs)   # a snapshot: the engine thread keeps appending
             logprobs = all_logprobs[self.emitted_logprobs:]
             self.emitted_logprobs = len(all_logprobs)
         return CompletionOutput(
             index=self.seq.index, text=self.text[:self.emitted], token_ids=list(tokens), delta_text=delta,
-            delta_token_ids=delta_tokens, delta_logprobs=logprobs, logprobs=all_logprobs, finish_reason=self.seq.finish_reason,
-            stop_reason=self.seq.stop_reason, error=self.seq.error,
+            delta_token_ids=delta_tokens, delta_logprobs=logprobs, logprobs=all_logprobs,
+            finish_reason=self.seq.finish_reason, stop_reason=self.seq.stop_reason, error=self.seq.error,
         )
 
 

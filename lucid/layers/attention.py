@@ -43,6 +43,23 @@ class Qwen2Attention(nn.Module):
                                              is_causal=True, enable_gqa=True)
         return out.transpose(1, 2)                                       # (B, T, heads, head_dim)
 
+    def _decode_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                          mask: torch.Tensor | None) -> torch.Tensor:
+        """One query per sequence over its padded context. q (D, heads, head_dim); k, v (D, kv_heads, L, head_dim).
+
+        PyTorch's CPU SDPA is fast without a mask but slow with one, so padded batches use plain matmuls,
+        grouping the query heads that share a KV head instead of repeating K and V.
+        """
+        if mask is None:
+            return F.scaled_dot_product_attention(q.unsqueeze(2), k, v, enable_gqa=True).squeeze(2)
+        d, length = k.shape[0], k.shape[2]
+        group = self.num_heads // self.num_kv_heads
+        qg = q.view(d, self.num_kv_heads, group, self.head_dim)                     # (D, kv_heads, group, head_dim)
+        scores = (qg @ k.transpose(-1, -2)).float() * self.head_dim ** -0.5          # (D, kv_heads, group, L)
+        scores = scores.masked_fill(~mask.view(d, 1, 1, length), float("-inf"))
+        probs = scores.softmax(dim=-1).to(v.dtype)
+        return (probs @ v).view(d, self.num_heads, self.head_dim)                   # (D, heads, head_dim)
+
     def _attend_paged(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                       meta: AttentionMetadata) -> torch.Tensor:
         assert self.k_cache is not None and self.v_cache is not None, "KV pool not bound to this layer"
@@ -52,11 +69,9 @@ class Qwen2Attention(nn.Module):
         out = torch.empty_like(q)                                        # (N, heads, head_dim)
         num_decode = meta.num_decode
         if num_decode:
-            qd = q[:num_decode].unsqueeze(2)                             # (D, heads, 1, head_dim)
             kd = self.k_cache[meta.decode_slots].transpose(1, 2)         # (D, kv_heads, L, head_dim)
             vd = self.v_cache[meta.decode_slots].transpose(1, 2)
-            od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=meta.decode_mask, enable_gqa=True)
-            out[:num_decode] = od.squeeze(2)
+            out[:num_decode] = self._decode_attention(q[:num_decode], kd, vd, meta.decode_mask)
         for chunk in meta.prefills:
             s, e = chunk.start, chunk.start + chunk.length
             if chunk.context_slots is None:

@@ -22,5 +22,5 @@ class AttentionMetadata:
     slot_mapping: torch.Tensor                     # (N,) pool slot where each token's new K/V is written
     num_decode: int = 0                            # decode sequences: one token each, flat indices [0, num_decode)
     decode_slots: torch.Tensor | None = None       # (D, L) pool slots of each decode sequence's context, padded
-    decode_mask: torch.Tensor | None = None        # (D, 1, 1, L) True where the slot holds real context
+    decode_mask: torch.Tensor | None = None        # (D, L) True where the slot holds context; None: no padding
     prefills: list[PrefillChunk] = field(default_factory=list)
