@@ -23,7 +23,7 @@ NEAR_TIE = 0.05
 
 def test_16_concurrent_equal_one_at_a_time(real_llm_fp32):
     llm = real_llm_fp32
-    params = SamplingParams(temperature=0, max_tokens=24, logprobs=2)
+    params = SamplingParams(temperature=0, max_tokens=16, logprobs=2)
     conversations = [[{"role": "user", "content": q}] for q in QUESTIONS]
     together = [o.outputs[0] for o in llm.chat(conversations, params)]
     assert llm.engine.stats().num_used_blocks == 0
