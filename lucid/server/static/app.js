@@ -110,7 +110,8 @@
         if (data === "[DONE]") return;
         yield JSON.parse(data);
       }
-      if (done) return;
+      // The server always ends with [DONE]; a stream that stops before it was cut off on the way.
+      if (done) throw new Error("the connection closed before the answer was complete");
     }
   }
 
@@ -146,7 +147,7 @@
   function describeStats(answer, started) {
     const parts = [];
     const n = answer.usage ? answer.usage.completion_tokens : answer.tokens.length;
-    parts.push(`${n} token${n === 1 ? "" : "s"}`);
+    if (answer.usage || n) parts.push(`${n} token${n === 1 ? "" : "s"}`);
     const end = answer.lastAt || performance.now();
     // Decode speed: tokens after the first, over the time since the first (the prompt's prefill excluded).
     if (n > 1 && answer.firstAt && end > answer.firstAt) parts.push(`${((n - 1) / ((end - answer.firstAt) / 1000)).toFixed(1)} tok/s`);

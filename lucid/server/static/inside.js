@@ -28,7 +28,8 @@ window.lucid = window.lucid || {};
     const p = Math.exp(item.logprob);
     const span = document.createElement("span");
     span.className = "tok";
-    span.tabIndex = 0;
+    // One tab stop per answer (its first token); the arrow keys move between tokens (see attachPopover).
+    span.tabIndex = index === 0 ? 0 : -1;
     span.dataset.index = String(index);
     span.dataset.logprob = String(item.logprob);
     span.dataset.prob = String(p);
@@ -144,6 +145,12 @@ window.lucid = window.lucid || {};
     container.addEventListener("mouseleave", hidePopover);
     container.addEventListener("focusin", (e) => { const t = tokenOf(e); if (t) show(t); });
     container.addEventListener("focusout", (e) => { if (!container.contains(e.relatedTarget)) hidePopover(); });
+    container.addEventListener("keydown", (e) => {
+      const t = tokenOf(e);
+      if (!t || (e.key !== "ArrowRight" && e.key !== "ArrowLeft")) return;
+      const next = container.querySelector(`.tok[data-index="${Number(t.dataset.index) + (e.key === "ArrowRight" ? 1 : -1)}"]`);
+      if (next) { next.focus(); e.preventDefault(); }
+    });
     // A tap shows the token (touch screens have no hover); a tap elsewhere hides it (the document listener).
     container.addEventListener("click", (e) => { const t = tokenOf(e); if (t) { show(t); e.stopPropagation(); } });
   }

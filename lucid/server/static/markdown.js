@@ -13,7 +13,7 @@ window.lucid = window.lucid || {};
   const QUOTE = /^\s*>\s?(.*)$/;
   const RULE = /^\s*([-*_])(\s*\1){2,}\s*$/;
   // One inline element per alternative; the first that matches at a position wins.
-  const INLINE = /(`+)([\s\S]*?[^`])\1(?!`)|\*\*(?=\S)([\s\S]*?\S)\*\*|__(?=\S)([\s\S]*?\S)__|\*(?=[^\s*])([^*]*?[^\s*])\*|_(?=[^\s_])([^_]*?[^\s_])_(?![\w])|~~(?=\S)([\s\S]*?\S)~~|\[([^\]\n]+)\]\((\S+?)\)/g;
+  const INLINE = /(`+)([\s\S]*?[^`])\1(?!`)|\*\*(?=\S)([\s\S]*?\S)\*\*|__(?=\S)([\s\S]*?\S)__|\*(?=[^\s*])([^*]*?[^\s*])\*|(?<!\w)_(?=[^\s_])([^_]*?[^\s_])_(?!\w)|~~(?=\S)([\s\S]*?\S)~~|\[([^\]\n]+)\]\((\S+?)\)/g;
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -34,10 +34,10 @@ window.lucid = window.lucid || {};
 
   function renderInline(text, parent) {
     let last = 0;
-    INLINE.lastIndex = 0;
-    for (let m = INLINE.exec(text); m; m = INLINE.exec(text)) {
+    // matchAll iterates over a copy of the regex, so the recursive calls below cannot disturb its position.
+    for (const m of text.matchAll(INLINE)) {
       if (m.index > last) parent.appendChild(document.createTextNode(text.slice(last, m.index)));
-      last = INLINE.lastIndex;
+      last = m.index + m[0].length;
       if (m[1] !== undefined) {
         parent.appendChild(el("code", null, m[2].replace(/^ (.*) $/, "$1")));
       } else if (m[3] !== undefined || m[4] !== undefined) {

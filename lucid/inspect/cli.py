@@ -1,0 +1,103 @@
+"""`lucid inspect` and `lucid trace`: argument definitions and the functions `lucid/cli.py` dispatches to."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+DTYPES = ["bfloat16", "float32", "float16"]
+
+
+def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", "-m", default=None,
+                        help="a Hugging Face folder, a .gguf file, or nothing for the default model")
+    source.add_argument("--config", default=None,
+                        help="a config.json: shapes and counts without weights (built on the meta device)")
+    parser.add_argument("--tensor", default=None, help="show one tensor, e.g. model.layers.0.self_attn.q_proj.weight")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--dtype", default="bfloat16", choices=DTYPES,
+                        help="dtype to load in (and size the KV cache for)")
+
+
+def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt")
+    parser.add_argument("--model", "-m", default=None,
+                        help="a Hugging Face folder, a .gguf file, or nothing for the default model")
+    parser.add_argument("--steps", type=int, default=16, help="tokens to generate at most (default 16)")
+    parser.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: the model's)")
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--system", default=None, help="system prompt (default: the chat template's)")
+    parser.add_argument("--raw", action="store_true", help="no chat template: continue the text as given")
+    parser.add_argument("--show", type=int, default=5, help="candidates shown per step (default 5)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--dtype", default="bfloat16", choices=DTYPES)
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from lucid.inspect.render import print_report, print_tensor
+    from lucid.inspect.report import inspect_model, meta_model
+    from lucid.inspect.tensors import find_tensor, summarize_tensor
+    from lucid.loader import parse_dtype
+
+    dtype = parse_dtype(args.dtype)
+    if args.config:
+        from lucid.config import ModelConfig
+
+        config = ModelConfig.from_json(args.config)
+        model, name, formats = meta_model(config, dtype), args.config, {}
+    else:
+        from lucid.loader import load
+
+        loaded = load(args.model, dtype=dtype)
+        model, config, name, formats = loaded.model, loaded.config, loaded.name, loaded.stored_formats
+
+    if args.tensor:
+        try:
+            tensor = find_tensor(model, args.tensor)
+        except KeyError as exc:
+            print(f"lucid inspect: {exc.args[0]}", file=sys.stderr)
+            return 2
+        summary = summarize_tensor(args.tensor, tensor, stored_format=formats.get(args.tensor))
+        _print_json(summary.to_dict()) if args.json else print_tensor(summary)
+        return 0
+
+    report = inspect_model(model, config, name, formats, dtype, from_config=bool(args.config))
+    _print_json(report.to_dict()) if args.json else print_report(report)
+    return 0
+
+
+def run_trace(args: argparse.Namespace) -> int:
+    from lucid.inspect.trace import new_trace, prompt_for, run_trace_loop
+    from lucid.inspect.trace_render import print_prompt, print_step, print_summary
+    from lucid.loader import load
+    from lucid.sampling_params import SamplingParams
+
+    if args.steps < 1:
+        print("lucid trace: --steps must be at least 1", file=sys.stderr)
+        return 2
+    loaded = load(args.model, dtype=args.dtype)
+    # Unset knobs take the model's generation_config defaults, exactly as the engine resolves them.
+    params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                            max_tokens=args.steps).with_defaults(loaded.generation_config)
+    trace = new_trace(loaded.tokenizer, prompt_for(loaded.tokenizer, args.prompt, args.system, args.raw), params,
+                      args.steps)
+    if args.json:
+        _print_json(run_trace_loop(loaded.model, loaded.tokenizer, trace, params, args.show).to_dict())
+        return 0
+    console = Console()
+    print_prompt(trace, console)
+    run_trace_loop(loaded.model, loaded.tokenizer, trace, params, args.show, on_step=lambda s: print_step(s, console))
+    print_summary(trace, console)
+    return 0
