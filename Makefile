@@ -38,7 +38,7 @@ lint: $(VENV)/.test-deps
 	$(VENV)/bin/ruff check lucid tests benchmarks examples
 
 bench: setup
-	$(PIP) install -q transformers accelerate llama-cpp-python
+	$(PIP) install -q transformers accelerate "llama-cpp-python[server]"
 	$(PY) benchmarks/compare.py
 
 clean:

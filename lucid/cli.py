@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("out_dir")
     convert.set_defaults(func=_convert)
 
+    from lucid.bench.cli import add_bench_arguments
+    bench = sub.add_parser("bench", help="serving benchmark against lucid or any OpenAI-compatible server")
+    add_bench_arguments(bench)
+    bench.set_defaults(func=_lazy("lucid.bench.cli", "run_bench"))
+
     pull = sub.add_parser("pull", help="assemble the default model into the cache and print its path")
     pull.set_defaults(func=_pull)
     return parser

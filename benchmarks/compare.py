@@ -1,0 +1,359 @@
+"""lucid vs llama.cpp (llama-cpp-python) vs HF transformers on the default model's GGUF, one after another.
+
+    .venv/bin/python benchmarks/compare.py                            # everything (make bench installs the peers)
+    .venv/bin/python benchmarks/compare.py --skip transformers --quantization int8 --out docs/compare.md
+
+Same GGUF file and the same number of threads everywhere. Each in-process measurement runs in its own process (its
+peak RSS is its own): prefill tok/s of a 512-token prompt, single-stream greedy decode tok/s over 256 tokens (EOS
+suppressed), load time, peak RSS, perplexity on benchmarks/data/perplexity.txt. Then each server (lucid serve and
+llama-cpp-python's server) is started, timed to its first healthy answer, and streamed at concurrency 1, 4 and 16.
+Last, the machine's memory bandwidth and the share of it lucid's decoding uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from lucid.bench.report import fmt, markdown_table
+
+STOP_TOKENS = (b"<|im_end|>", b"<|endoftext|>")  # Qwen's: 151645 and 151643 in the default model
+NO_EOS_BIAS = -1e4  # added to their logits: never chosen, so every system generates the same number of tokens
+PEERS = ("llama", "transformers")
+
+
+# ---- children: each runs in its own process and prints one line "RESULT {json}" --------------------------------
+
+def child_lucid(args: argparse.Namespace) -> dict[str, Any]:
+    from engine_bench import bench_lucid  # benchmarks/ is on sys.path when this file runs as a script
+
+    return bench_lucid("bfloat16", args.quantization, args.runs, args.decode)
+
+
+def child_lucid_quality(args: argparse.Namespace) -> dict[str, Any]:
+    from quality import TEXT, perplexity
+
+    from lucid.bench.bandwidth import weight_bytes_per_token
+    from lucid.llm import LLM
+
+    llm = LLM(None, dtype="bfloat16", quantization=args.quantization)
+    text = TEXT.read_text()
+    return {"perplexity": perplexity(llm, text), "ppl_tokens": len(llm.tokenizer.encode(text)),
+            "bytes_per_token": weight_bytes_per_token(llm.model)}
+
+
+def _llama(gguf: str, threads: int, **options: Any) -> Any:
+    from llama_cpp import Llama
+
+    return Llama(model_path=gguf, n_threads=threads, n_threads_batch=threads, verbose=False, **options)
+
+
+def stop_ids(llm: Any) -> list[int]:
+    """The model's end-of-sequence id and Qwen's stop tokens, as this GGUF's vocabulary numbers them."""
+    ids = {llm.token_eos()}
+    for text in STOP_TOKENS:
+        tokens = llm.tokenize(text, add_bos=False, special=True)
+        if len(tokens) == 1:
+            ids.add(tokens[0])
+    return sorted(ids)
+
+
+def _llama_complete(llm: Any, ids: list[int], max_tokens: int) -> float:
+    """Seconds for a greedy completion of `ids` with EOS suppressed, from an empty cache (no prefix reuse)."""
+    llm.reset()
+    started = time.perf_counter()
+    out = llm.create_completion(ids, max_tokens=max_tokens, temperature=0.0, repeat_penalty=1.0,
+                                logit_bias=dict.fromkeys(stop_ids(llm), NO_EOS_BIAS))
+    elapsed = time.perf_counter() - started
+    if out["usage"]["completion_tokens"] != max_tokens:
+        raise RuntimeError(f"llama.cpp generated {out['usage']['completion_tokens']} tokens, asked {max_tokens}")
+    return elapsed
+
+
+def child_llama(args: argparse.Namespace) -> dict[str, Any]:
+    """The same method as engine_bench's bench_lucid: prefill = a 1-token completion of a 512-token prompt;
+    decode = (N - 1) tokens over (time of N tokens - time of 1 token) after a 16-token prompt."""
+    from engine_bench import prompt_ids
+
+    started = time.perf_counter()
+    llm = _llama(args.gguf, args.threads, n_ctx=2048, n_batch=512)
+    load_s = time.perf_counter() - started
+
+    def encode(text: str) -> list[int]:
+        return llm.tokenize(text.encode(), add_bos=False)
+
+    prefill, decode = [], []
+    for run in range(args.runs):
+        prefill.append(512 / _llama_complete(llm, prompt_ids(encode, 512, run), 1))
+        total = _llama_complete(llm, prompt_ids(encode, 16, 100 + run), args.decode)
+        first = _llama_complete(llm, prompt_ids(encode, 16, 200 + run), 1)
+        decode.append((args.decode - 1) / max(total - first, 1e-9))
+    return {"load_s": load_s, "prefill_tok_s": _median(prefill), "decode_tok_s": _median(decode)}
+
+
+def child_llama_quality(args: argparse.Namespace) -> dict[str, Any]:
+    """exp(mean NLL) over the text's tokens, from llama.cpp's logits at every position (one pass)."""
+    import numpy as np
+    from quality import TEXT
+
+    from lucid.bench.bandwidth import gguf_bytes_per_token
+
+    text = TEXT.read_text()
+    probe = _llama(args.gguf, args.threads, n_ctx=64, vocab_only=True)
+    ids = probe.tokenize(text.encode(), add_bos=False)
+    del probe
+    llm = _llama(args.gguf, args.threads, n_ctx=len(ids) + 16, n_batch=512, logits_all=True)
+    llm.eval(ids)
+    nll = []
+    for start in range(0, len(ids) - 1, 128):  # 128 rows at a time: float64 logits of all positions are > 1 GB
+        logits = np.asarray(llm.scores[start: min(start + 128, len(ids) - 1)], dtype=np.float64)  # (rows, V)
+        top = logits.max(axis=1)
+        log_z = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))                       # (rows,)
+        targets = np.asarray(ids[start + 1: start + 1 + len(logits)])
+        nll.extend(log_z - logits[np.arange(len(logits)), targets])
+    return {"perplexity": math.exp(float(np.mean(nll))), "ppl_tokens": len(ids),
+            "bytes_per_token": gguf_bytes_per_token(args.gguf)}
+
+
+def child_transformers(args: argparse.Namespace) -> dict[str, Any]:
+    from engine_bench import bench_transformers
+
+    return bench_transformers("bfloat16", args.runs, args.decode)
+
+
+def child_bandwidth(args: argparse.Namespace) -> dict[str, Any]:
+    from lucid.bench.bandwidth import measure_bandwidth
+
+    return {"bandwidth": measure_bandwidth(args.threads)}
+
+
+CHILDREN: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "lucid": child_lucid, "lucid-quality": child_lucid_quality, "llama": child_llama,
+    "llama-quality": child_llama_quality, "transformers": child_transformers, "bandwidth": child_bandwidth,
+}
+
+
+def _median(values: list[float]) -> float:
+    import statistics
+
+    return statistics.median(values)
+
+
+def run_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Run one child in a fresh process; its result (with its peak RSS), or {"error": ...}."""
+    command = [sys.executable, __file__, "--child", name, *args.passthrough]
+    print(f"[compare] {name} ...", file=sys.stderr, flush=True)
+    proc = subprocess.run(command, capture_output=True, text=True, env=_thread_env(args.threads))
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"[compare] {name} failed: {proc.stderr[-2000:]}", file=sys.stderr)
+        return {"error": tail[:120]}
+    return json.loads(line[len("RESULT "):])
+
+
+def _thread_env(threads: int) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+# ---- servers ---------------------------------------------------------------------------------------------------
+
+def serve_lucid(args: argparse.Namespace) -> dict[str, Any]:
+    from lucid.bench.server import lucid_server
+
+    extra = []
+    if args.quantization != "none":
+        if not _serve_has_quantization():
+            return {"error": f"lucid serve has no --quantization option: {args.quantization} cannot be served"}
+        extra = ["--quantization", args.quantization]
+    return _serve(lucid_server(args.gguf, extra, env=_thread_env(args.threads)), args, extra_body=None)
+
+
+def serve_llama(args: argparse.Namespace) -> dict[str, Any]:
+    from lucid.bench.server import ServerProcess
+
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", args.gguf, "--n_threads", str(args.threads),
+               "--n_threads_batch", str(args.threads), "--n_ctx", "4096", "--host", "127.0.0.1", "--port", "{port}",
+               "--interrupt_requests", "False", "--logits_all", "False"]
+    # Its defaults would cut a stream short when the next request arrives (interrupt_requests) and keep the logits of
+    # every prompt position (logits_all). It applies repeat_penalty 1.1 and has no ignore_eos: make it plain greedy
+    # with EOS banned, like the others.
+    try:
+        stops = stop_ids(_llama(args.gguf, 1, n_ctx=64, vocab_only=True))
+    except ImportError:
+        return {"error": "llama-cpp-python is not installed: pip install 'llama-cpp-python[server]'"}
+    body = {"repeat_penalty": 1.0, "logit_bias": {str(eos): NO_EOS_BIAS for eos in stops}}
+    return _serve(ServerProcess(command, health_path="/v1/models", env=_thread_env(args.threads)), args, body)
+
+
+def _serve_has_quantization() -> bool:
+    from lucid.server.cli_serve import add_serve_arguments
+
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    _, unknown = parser.parse_known_args(["--quantization", "int8"])
+    return not unknown
+
+
+def _serve(server: Any, args: argparse.Namespace, extra_body: dict[str, Any] | None) -> dict[str, Any]:
+    from lucid.bench.sweep import concurrency_sweep
+
+    try:
+        with server:
+            summaries = concurrency_sweep(server.url, args.levels, rounds=args.rounds, input_len=args.serve_input_len,
+                                          output_len=args.serve_output_len, extra_body=extra_body)
+            peak = server.peak_rss_bytes()
+    except Exception as exc:  # a peer that cannot start must not cost the other columns
+        print(f"[compare] server failed: {exc}", file=sys.stderr)
+        return {"error": str(exc).splitlines()[0][:120]}
+    first = summaries[args.levels[0]]
+    result = {"startup_s": server.startup_s, "server_rss": peak, "ttft_ms": first.ttft.median,
+              "failed": sum(s.failed for s in summaries.values())}
+    result.update({f"serve_{level}": s.output_throughput for level, s in summaries.items()})
+    return result
+
+
+# ---- the report ------------------------------------------------------------------------------------------------
+
+def _cell(result: dict[str, Any], key: str, digits: int, scale: float = 1.0) -> str:
+    value = result.get(key)
+    return "-" if value is None else fmt(value * scale, digits)
+
+
+def _ratio(a: dict[str, Any], b: dict[str, Any], key: str) -> str:
+    x, y = a.get(key), b.get(key)
+    if x is None or not y or math.isnan(x) or math.isnan(y):
+        return "-"
+    return f"{x / y:.2f}x"
+
+
+def metric_rows(args: argparse.Namespace) -> list[tuple[str, str, int, float]]:
+    """(label, result key, decimals, scale) for each row of the table."""
+    return [
+        ("prefill tok/s (512-token prompt)", "prefill_tok_s", 0, 1.0),
+        (f"decode tok/s (single stream, {args.decode} tokens)", "decode_tok_s", 1, 1.0),
+        ("load time, in-process (s)", "load_s", 1, 1.0),
+        ("peak RSS, in-process (GB)", "peak_rss", 2, 1e-9),
+        ("server start-up to healthy (s)", "startup_s", 1, 1.0),
+        ("server peak RSS (GB)", "server_rss", 2, 1e-9),
+        (f"TTFT, served, c={args.levels[0]}, {args.serve_input_len}-token prompt (median ms)", "ttft_ms", 0, 1.0),
+        *[(f"served output tok/s, c={level}", f"serve_{level}", 1, 1.0) for level in args.levels],
+        ("perplexity (benchmarks/data/perplexity.txt)", "perplexity", 3, 1.0),
+    ]
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
+    """Rows are metrics; columns are the systems, then lucid's ratio to each peer."""
+    names = {"lucid": f"lucid ({args.quantization})", "llama": "llama.cpp", "transformers": "transformers bf16"}
+    columns = [n for n in ("lucid", "llama", "transformers") if n in results]
+    header = ["", *(names[c] for c in columns), *(f"lucid / {names[c]}" for c in columns[1:])]
+    rows = []
+    for label, key, digits, scale in metric_rows(args):
+        cells = [_cell(results[c], key, digits, scale) for c in columns]
+        if any(cell != "-" for cell in cells):
+            rows.append([label, *cells, *(_ratio(results["lucid"], results[c], key) for c in columns[1:])])
+    return markdown_table(header, rows)
+
+
+def failure_lines(results: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [f"- {name}: {part} failed: {result[key]}" for name, result in results.items()
+             for key, part in (("error", "in-process run"), ("quality_error", "perplexity"), ("server_error", "server"))
+             if key in result]
+    return lines + [f"- {name}: {result['failed']} served requests failed" for name, result in results.items()
+                    if result.get("failed")]
+
+
+def bandwidth_lines(results: dict[str, dict[str, Any]], bandwidth: float | None, threads: int) -> list[str]:
+    if not bandwidth:
+        return []
+    lines = [f"Memory bandwidth (torch copy of 512 MiB, {threads} threads, read + write): {bandwidth / 1e9:.1f} GB/s."]
+    for name in ("lucid", "llama"):
+        r = results.get(name, {})
+        if r.get("bytes_per_token") and r.get("decode_tok_s"):
+            used = r["bytes_per_token"] * r["decode_tok_s"]
+            lines.append(f"{'lucid' if name == 'lucid' else 'llama.cpp'} decode reads {r['bytes_per_token'] / 1e6:.0f} "
+                         f"MB of weights per token: {used / 1e9:.1f} GB/s effective = {used / bandwidth:.0%} "
+                         "of measured.")
+    return lines
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skip", default="", help="comma-separated peers to leave out: llama,transformers")
+    parser.add_argument("--quantization", default="none", help="lucid's weight format: none, int8, int4, mixed")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every system")
+    parser.add_argument("--runs", type=int, default=3, help="in-process runs; the median is reported (3)")
+    parser.add_argument("--decode", type=int, default=256, help="decode tokens (256)")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16], help="serving concurrencies (1 4 16)")
+    parser.add_argument("--rounds", type=int, default=2, help="serving requests per level = rounds x concurrency")
+    parser.add_argument("--serve-input-len", type=int, default=128)
+    parser.add_argument("--serve-output-len", type=int, default=64)
+    parser.add_argument("--gguf", default=None, help=argparse.SUPPRESS)  # the default model's; set for the children
+    parser.add_argument("--out", default=None, help="also write the markdown here")
+    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if args.skip - set(PEERS):
+        parser.error(f"--skip takes {', '.join(PEERS)}")
+    if args.gguf is None:
+        from lucid.loader import default_model_path
+
+        args.gguf = str(default_model_path(progress=True))
+    args.passthrough = ["--quantization", args.quantization, "--threads", str(args.threads), "--runs",
+                        str(args.runs), "--decode", str(args.decode), "--gguf", args.gguf]
+    return args
+
+
+def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """All numbers of one system: in-process speed, then (not for transformers) quality and serving.
+    A failed part leaves its cells empty and its error under "error" / "quality_error" / "server_error"."""
+    result = run_child(name, args)
+    if name == "transformers":
+        return result
+    quality = run_child(f"{name}-quality", args)
+    quality.pop("peak_rss", None)
+    if "error" in quality:
+        quality["quality_error"] = quality.pop("error")
+    served = serve_lucid(args) if name == "lucid" else serve_llama(args)
+    if "error" in served:
+        served["server_error"] = served.pop("error")
+    return {**result, **quality, **served}
+
+
+def main() -> int:
+    args = parse_args()
+    if args.child:
+        result = CHILDREN[args.child](args)
+        result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print("RESULT " + json.dumps(result))
+        return 0
+    started = time.perf_counter()
+    bandwidth = run_child("bandwidth", args).get("bandwidth")
+    results = {name: measure(name, args) for name in ("lucid", "llama", "transformers") if name not in args.skip}
+    lines = [f"## lucid vs peers: {os.path.basename(args.gguf)}, {args.threads} threads", "",
+             report(results, args), "",
+             "Ratios are lucid / peer: above 1 is better for tok/s, worse for time, memory and perplexity. Served: "
+             f"{args.serve_input_len} prompt / {args.serve_output_len} output tokens per request, streamed "
+             f"/v1/completions, {args.rounds} x concurrency requests per level (EOS suppressed).", "",
+             *bandwidth_lines(results, bandwidth, args.threads), "", *failure_lines(results), "",
+             f"Took {(time.perf_counter() - started) / 60:.1f} min. "
+             f"Command: `{shlex.join([os.path.relpath(sys.executable), *sys.argv])}`"]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""The same benchmark at several loads, one after another, against one server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from lucid.bench.runner import benchmark
+from lucid.bench.stats import BenchSummary
+
+
+def prompts_for(concurrency: int, rounds: int, minimum: int = 4) -> int:
+    """Enough requests that each of `concurrency` slots serves `rounds` of them (so the batch stays full)."""
+    return max(minimum, rounds * concurrency)
+
+
+def concurrency_sweep(url: str, levels: Sequence[int], *, rounds: int = 2, input_len: int = 128,
+                      output_len: int = 128, model: str | None = None, endpoint: str = "completions",
+                      extra_body: dict[str, Any] | None = None, api_key: str | None = None,
+                      progress: bool = True) -> dict[int, BenchSummary]:
+    """{concurrency: summary} for each level, in order; each level gets its own prompts (no cache reuse)."""
+    summaries = {}
+    for level in levels:
+        result = asyncio.run(benchmark(url, model, num_prompts=prompts_for(level, rounds), input_len=input_len,
+                                       output_len=output_len, concurrency=level, endpoint=endpoint, api_key=api_key,
+                                       extra_body=extra_body, seed=level, progress=progress))
+        summaries[level] = result.summary
+    return summaries
