@@ -8,6 +8,7 @@ from torch import nn
 from lucid.layers.quantized_linear import Int4Linear, Int8Linear
 
 SCHEMES = ("none", "int8", "int4", "mixed")
+MLP_LAYERS = ("gate_proj", "up_proj", "gate_up_proj", "down_proj")
 
 
 def layer_format(name: str, scheme: str) -> str:
@@ -15,7 +16,7 @@ def layer_format(name: str, scheme: str) -> str:
     if scheme in ("none", "int8", "int4"):
         return scheme
     if scheme == "mixed":
-        return "int4" if name.endswith(("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")) else "int8"
+        return "int4" if name.rsplit(".", 1)[-1] in MLP_LAYERS else "int8"
     raise ValueError(f"unknown quantization {scheme!r}; choose one of {', '.join(SCHEMES)}")
 
 

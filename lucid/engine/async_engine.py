@@ -72,11 +72,16 @@ class AsyncEngine:
     # ---- requests ----------------------------------------------------------------------------------
     async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
                        request_id: str) -> AsyncIterator[RequestOutput]:
-        if self.dead_error is not None:
-            raise EngineDeadError(f"the engine has stopped: {self.dead_error}")
         prepared = self.engine.prepare_params(list(prompt_token_ids), params)
         with self._lock:
-            waiting = self._stats.num_waiting + self._pending_adds
+            # Checked under the lock the dying loop takes to list subscribers: a request is either in that list
+            # (and gets the error) or sees dead_error here; none can wait forever on a loop that is gone.
+            if self.dead_error is not None:
+                raise EngineDeadError(f"the engine has stopped: {self.dead_error}")
+            # Sequences not yet running, less the free slots of the running batch (a burst arriving at an idle
+            # engine is all "pending" for a moment, yet up to max_num_seqs of it will run at once, not wait).
+            free_slots = max(0, self.engine_config.max_num_seqs - self._stats.num_running)
+            waiting = self._stats.num_waiting + self._pending_adds - free_slots
             if waiting >= self.engine_config.max_queue:
                 raise QueueFullError(f"the waiting queue is full ({waiting} requests); retry later")
             if request_id in self._subscribers:
@@ -106,6 +111,15 @@ class AsyncEngine:
         self._inbox.put(("abort", request_id))
         self._wake.set()
 
+    def abort_all(self) -> int:
+        """Abort every request in flight (shutdown after the grace period): each gets finish_reason "abort" at the
+        next step. Returns how many were aborted. Thread-safe."""
+        with self._lock:
+            request_ids = list(self._subscribers)
+        for request_id in request_ids:
+            self.abort(request_id)
+        return len(request_ids)
+
     def stats(self) -> EngineStats:
         return self._stats
 
@@ -123,9 +137,9 @@ class AsyncEngine:
                 for out in outputs:
                     self._publish(out.request_id, out)
         except BaseException as exc:  # the loop itself broke: every request fails, /health turns 503
-            log.exception("engine loop died")
-            self.dead_error = exc
+            log.exception("engine loop died: %s: %s", type(exc).__name__, exc)
             with self._lock:
+                self.dead_error = exc
                 subscribers = list(self._subscribers)
             for request_id in subscribers:
                 self._publish(request_id, EngineDeadError(f"the engine has stopped: {exc}"))

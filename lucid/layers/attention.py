@@ -19,6 +19,8 @@ class Qwen2Attention(nn.Module):
         self.k_proj = nn.Linear(hidden_size, num_kv_heads * self.head_dim, bias=True)
         self.v_proj = nn.Linear(hidden_size, num_kv_heads * self.head_dim, bias=True)
         self.o_proj = nn.Linear(num_heads * self.head_dim, hidden_size, bias=False)
+        # Serving fuses q/k/v into one matmul at load time (lucid.fusion); None keeps the three HF modules.
+        self.qkv_proj: nn.Module | None = None
         self.rotary_emb = RotaryEmbedding(self.head_dim, rope_theta, max_positions)
         # This layer's slice of the KV pool, (num_slots, num_kv_heads, head_dim) each; bound by the model runner.
         self.k_cache: torch.Tensor | None = None
@@ -26,9 +28,14 @@ class Qwen2Attention(nn.Module):
 
     def forward(self, hidden: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata | None) -> torch.Tensor:
         lead = hidden.shape[:-1]                                        # (N,) flat, or (B, T) without a cache
-        q = self.q_proj(hidden).view(*lead, self.num_heads, self.head_dim)
-        k = self.k_proj(hidden).view(*lead, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(hidden).view(*lead, self.num_kv_heads, self.head_dim)
+        if self.qkv_proj is not None:
+            q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+            q, k, v = self.qkv_proj(hidden).split([q_size, kv_size, kv_size], dim=-1)
+        else:
+            q, k, v = self.q_proj(hidden), self.k_proj(hidden), self.v_proj(hidden)
+        q = q.view(*lead, self.num_heads, self.head_dim)                # (..., heads, head_dim)
+        k = k.view(*lead, self.num_kv_heads, self.head_dim)             # (..., kv_heads, head_dim)
+        v = v.view(*lead, self.num_kv_heads, self.head_dim)
         q, k = self.rotary_emb(positions, q, k)
         if meta is None:
             out = self._attend_full(q, k, v)
