@@ -21,7 +21,7 @@ from lucid.server.generation import max_model_len
 from lucid.server.middleware import GateMiddleware
 from lucid.server.openapi import ERROR_RESPONSES, install_openapi, request_body
 from lucid.server.protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
-from lucid.server.state import ServerState
+from lucid.server.state import ServerSettings, ServerState
 
 logger = logging.getLogger("lucid.server")
 
@@ -36,6 +36,17 @@ def public_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
+def _log_exposure(settings: ServerSettings) -> None:
+    """Say who can reach the server: loopback only (the default), or the network, and whether a key guards it."""
+    host = settings.host
+    if host in ("127.0.0.1", "::1", "localhost"):
+        logger.info("Listening on %s:%d: only this machine can connect (--host 0.0.0.0 opens it to the network)",
+                    host, settings.port)
+        return
+    logger.warning("Listening on %s:%d: other machines can connect%s", host or "0.0.0.0", settings.port,
+                   "" if settings.api_key else "; no --api-key is set, so anyone who can reach it may use it")
+
+
 def build_app(state: ServerState) -> FastAPI:
     """An app serving `state`'s engine; loading starts with the app's lifespan, so /health answers at once."""
 
@@ -45,6 +56,7 @@ def build_app(state: ServerState) -> FastAPI:
         base = public_url(state.settings.host, state.settings.port)
         logger.info("lucid is up: API %s/v1 · docs %s/docs · chat page %s/ (answers 503 until the model is loaded)",
                     base, base, base)
+        _log_exposure(state.settings)
         try:
             yield
         finally:
@@ -108,7 +120,8 @@ def _add_service_routes(app: FastAPI, state: ServerState) -> None:
         return JSONResponse({"status": state.phase if state.phase != "ready" else "dead", "message": reason},
                             status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
-    @app.get("/metrics", tags=["service"], response_class=Response)
+    @app.get("/metrics", tags=["service"], response_class=Response,
+             responses={401: ERROR_RESPONSES[401]})
     async def metrics() -> Response:
         """Prometheus text format."""
         return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

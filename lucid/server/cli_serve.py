@@ -25,6 +25,7 @@ logger = logging.getLogger("lucid.server")
 
 CPU_MAX_MODEL_LEN = 8192   # a CPU cannot use a 32k context in reasonable time; a GPU gets the model's own
 GPU_MAX_MODEL_LEN = 32768
+ABORT_SETTLE_SECONDS = 2.0  # after the grace period: time for aborted requests to send their last bytes
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +38,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="names clients may use for the model; /v1/models lists the first "
                              "(default: a short name derived from the model's own)")
     parser.add_argument("--api-key", default=None,
-                        help="require 'Authorization: Bearer KEY' on the API (/health and / stay open)")
+                        help="require 'Authorization: Bearer KEY' on every path but /health and the chat page")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"],
                         help="weights and activations dtype (default: the engine's, bfloat16)")
@@ -95,12 +96,20 @@ class DrainingServer(uvicorn.Server):
         threading.Thread(target=self._drain, name="lucid-drain", daemon=True).start()
 
     def _drain(self) -> None:
-        deadline = time.monotonic() + self.grace
+        self._wait_in_flight(self.grace)
+        if self.state.in_flight > 0:
+            # Aborted requests end cleanly (a 503, or a stream's error event and [DONE]) rather than being cut off
+            # mid-response when uvicorn closes their connections.
+            aborted = self.state.engine.abort_all() if self.state.engine is not None else 0
+            logger.warning("Grace period over: aborting %d engine request(s) of the %d HTTP request(s) in flight",
+                           aborted, self.state.in_flight)
+            self._wait_in_flight(ABORT_SETTLE_SECONDS)
+        self.should_exit = True
+
+    def _wait_in_flight(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
         while self.state.in_flight > 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        if self.state.in_flight > 0:
-            logger.warning("Grace period over: stopping with %d request(s) still in flight", self.state.in_flight)
-        self.should_exit = True
 
     def fail(self) -> None:
         """Stop with exit code 1 (the model could not be loaded)."""

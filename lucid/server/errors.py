@@ -84,7 +84,8 @@ def unavailable(reason: str) -> APIError:
                     retry_after=RETRY_AFTER_SECONDS)
 
 
-def context_length_exceeded(max_model_len: int, prompt_tokens: int, max_tokens: int | None) -> APIError:
+def context_length_exceeded(max_model_len: int, prompt_tokens: int, max_tokens: int | None,
+                            param: str = "messages") -> APIError:
     if max_tokens is None:
         message = (f"This model's maximum context length is {max_model_len} tokens. However, your prompt has "
                    f"{prompt_tokens} tokens, which leaves no room for the completion.")
@@ -92,7 +93,7 @@ def context_length_exceeded(max_model_len: int, prompt_tokens: int, max_tokens: 
         message = (f"This model's maximum context length is {max_model_len} tokens. However, you requested "
                    f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the prompt, {max_tokens} in the "
                    f"completion). Please reduce the length of the prompt or the completion.")
-    return APIError(400, message, param="messages", code="context_length_exceeded")
+    return APIError(400, message, param=param, code="context_length_exceeded")
 
 
 def from_engine_error(exc: BaseException) -> APIError | None:

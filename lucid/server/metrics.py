@@ -38,6 +38,8 @@ class Metrics:
         self.kv_total = Gauge("lucid_kv_cache_total_blocks", "KV-cache blocks in the pool.", registry=r)
         self.preemptions = Gauge("lucid_num_preemptions", "Sequences preempted since start (engine counter).",
                                  registry=r)
+        self.steps = Gauge("lucid_engine_steps", "Engine steps (batched forwards) since start (engine counter).",
+                           registry=r)
         self.in_flight = Gauge("lucid_http_requests_in_flight", "API requests being served.", registry=r)
         self.ready = Gauge("lucid_ready", "1 when the model is loaded and the engine runs, else 0.", registry=r)
         self._state: ServerState | None = None
@@ -59,4 +61,5 @@ class Metrics:
                 self.kv_used.set(stats.num_used_blocks)
                 self.kv_total.set(stats.num_total_blocks)
                 self.preemptions.set(stats.num_preemptions)
+                self.steps.set(stats.num_steps)
         return generate_latest(self.registry)

@@ -1,7 +1,8 @@
 """The gate every HTTP request passes before routing: metrics, API key, admission (503) and the body-size limit.
 
 A plain ASGI middleware rather than FastAPI dependencies, so the order is fixed and explicit: a request without the
-key gets 401 before its body is read, and an oversized body is refused (413) before JSON parsing sees it.
+key gets 401 before its body is read (or its path is routed), and an oversized body is refused (413) before JSON
+parsing sees it.
 """
 
 from __future__ import annotations
@@ -13,14 +14,27 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lucid.server.errors import APIError, body_too_large, unauthorized, unavailable
 from lucid.server.state import ServerState
 
-API_PATHS = ("/v1/", "/tokenize", "/detokenize")  # need the engine; count as in flight; closed without the key
-KEYED_PATHS = API_PATHS + ("/metrics",)              # /health, /, /docs and /openapi.json stay open
+API_PATHS = ("/v1/", "/tokenize", "/detokenize")  # need the engine; count as in flight
+# With --api-key, every path needs the key except these: the health probe and the chat page (which asks for the key
+# and sends it with its own API calls). Unknown paths need it too, so a client without it learns nothing.
+OPEN_PATHS = frozenset({"/health", "/"})
+OPEN_PREFIXES = ("/static/",)
 KNOWN_ENDPOINTS = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/tokenize", "/detokenize", "/health",
                    "/metrics", "/", "/docs", "/openapi.json"}
 
 
 def _starts(path: str, prefixes: tuple[str, ...]) -> bool:
     return any(path == p.rstrip("/") or path.startswith(p) for p in prefixes)
+
+
+def needs_key(path: str, method: str) -> bool:
+    """Whether a request must carry the API key (when the server has one). CORS preflights never carry it."""
+    return method != "OPTIONS" and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES)
+
+
+def key_matches(given: bytes, expected: bytes) -> bool:
+    """Constant-time comparison, so the time to refuse a key says nothing about how much of it was right."""
+    return hmac.compare_digest(given, expected)
 
 
 class GateMiddleware:
@@ -56,9 +70,9 @@ class GateMiddleware:
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send, path: str, is_api: bool) -> None:
         error: APIError | None = None
-        if self.expected_auth is not None and _starts(path, KEYED_PATHS) and scope["method"] != "OPTIONS":
+        if self.expected_auth is not None and needs_key(path, scope["method"]):
             given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected_auth):
+            if not key_matches(given, self.expected_auth):
                 error = unauthorized()
         if error is None and is_api:
             reason = self.state.unavailable_reason()

@@ -7,12 +7,13 @@ Ranges of sampling values are not checked here: `SamplingParams` checks them, in
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Request
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -22,9 +23,21 @@ from pydantic import (
     model_validator,
 )
 
+from lucid.sampling_params import MAX_N, MAX_STOP_STRING_CHARS, MAX_STOP_STRINGS, MAX_TOP_LOGPROBS
 from lucid.server.errors import APIError, bad_request, describe_validation_error
 
 Number = StrictFloat  # accepts ints too, never strings or booleans
+MAX_MESSAGES = 1024   # messages in one conversation: far more than any context holds, far less than a DoS
+
+
+def documented(default: Any = None, **schema: Any) -> Any:
+    """A field whose limits appear in /openapi.json (so clients and fuzzers see them) without being checked here:
+    SamplingParams and the handlers check them, with messages that name the field."""
+    return Field(default, json_schema_extra=schema)
+
+
+TokenId = Annotated[StrictInt, Field(json_schema_extra={"minimum": 0})]  # and below the vocabulary size
+StopString = Annotated[StrictStr, Field(json_schema_extra={"minLength": 1, "maxLength": MAX_STOP_STRING_CHARS})]
 
 
 class _Request(BaseModel):
@@ -36,9 +49,18 @@ class TextPart(_Request):
     text: StrictStr
 
 
+def _without_null(schema: dict[str, Any]) -> None:
+    """Document a field as not nullable (the handler still accepts null where OpenAI allows it)."""
+    schema["anyOf"] = [option for option in schema["anyOf"] if option.get("type") != "null"]
+    schema.pop("default", None)
+
+
 class ChatMessage(_Request):
+    # Documented as required: only an assistant message with tool_calls may leave it out (or null).
+    model_config = ConfigDict(json_schema_extra={"required": ["role", "content"]})
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: StrictStr | list[TextPart] | None = None
+    content: StrictStr | list[TextPart] | None = Field(None, json_schema_extra=_without_null)
     name: StrictStr | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: StrictStr | None = None
@@ -82,14 +104,14 @@ class SamplingFields(_Request):
     """Fields shared by chat and completions (OpenAI's, then vLLM's extras)."""
 
     model: StrictStr | None = None
-    max_tokens: StrictInt | None = None
-    temperature: Number | None = None
-    top_p: Number | None = None
-    n: StrictInt | None = None
-    stop: StrictStr | list[StrictStr] | None = None
+    max_tokens: StrictInt | None = documented(minimum=1)
+    temperature: Number | None = documented(minimum=0, maximum=2)
+    top_p: Number | None = documented(exclusiveMinimum=0, maximum=1)
+    n: StrictInt | None = documented(minimum=1, maximum=MAX_N)
+    stop: StopString | list[StopString] | None = documented(maxItems=MAX_STOP_STRINGS)
     seed: StrictInt | None = None
-    presence_penalty: Number | None = None
-    frequency_penalty: Number | None = None
+    presence_penalty: Number | None = documented(minimum=-2, maximum=2)
+    frequency_penalty: Number | None = documented(minimum=-2, maximum=2)
     logit_bias: dict[str, Number] | None = None
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
@@ -97,9 +119,9 @@ class SamplingFields(_Request):
     top_k: StrictInt | None = None
     min_p: Number | None = None
     repetition_penalty: Number | None = None
-    stop_token_ids: list[StrictInt] | None = None
+    stop_token_ids: list[TokenId] | None = None
     ignore_eos: StrictBool | None = False
-    min_tokens: StrictInt | None = None
+    min_tokens: StrictInt | None = documented(minimum=0)
     skip_special_tokens: StrictBool | None = True
 
     @field_validator("logit_bias")
@@ -116,10 +138,10 @@ class SamplingFields(_Request):
 
 
 class ChatCompletionRequest(SamplingFields):
-    messages: list[ChatMessage]
-    max_completion_tokens: StrictInt | None = None
+    messages: list[ChatMessage] = documented(..., minItems=1, maxItems=MAX_MESSAGES)
+    max_completion_tokens: StrictInt | None = documented(minimum=1)
     logprobs: StrictBool | None = False
-    top_logprobs: StrictInt | None = None
+    top_logprobs: StrictInt | None = documented(minimum=0, maximum=MAX_TOP_LOGPROBS)
     add_generation_prompt: StrictBool | None = True
     # Accepted only to refuse them clearly: dropping them silently would mislead the client.
     tools: list[Any] | None = None
@@ -132,15 +154,20 @@ class ChatCompletionRequest(SamplingFields):
     def _not_empty(cls, value: list[ChatMessage]) -> list[ChatMessage]:
         if not value:
             raise ValueError("at least one message is required")
+        if len(value) > MAX_MESSAGES:
+            raise ValueError(f"at most {MAX_MESSAGES} messages per request, got {len(value)}")
         return value
 
 
-PromptInput = StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+NonEmptyStr = Annotated[StrictStr, Field(json_schema_extra={"minLength": 1})]
+TokenIds = Annotated[list[TokenId], Field(json_schema_extra={"minItems": 1})]
+PromptInput = (NonEmptyStr | Annotated[list[NonEmptyStr], Field(json_schema_extra={"minItems": 1})] | TokenIds
+               | Annotated[list[TokenIds], Field(json_schema_extra={"minItems": 1})])
 
 
 class CompletionRequest(SamplingFields):
     prompt: PromptInput
-    logprobs: StrictInt | None = None
+    logprobs: StrictInt | None = documented(minimum=0, maximum=MAX_TOP_LOGPROBS)
     echo: StrictBool | None = False
     suffix: StrictStr | None = None
 
@@ -148,9 +175,11 @@ class CompletionRequest(SamplingFields):
 class TokenizeRequest(_Request):
     """vLLM's /tokenize: either `prompt`, or `messages` rendered through the chat template."""
 
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}]})
+
     model: StrictStr | None = None
     prompt: StrictStr | None = None
-    messages: list[ChatMessage] | None = None
+    messages: list[ChatMessage] | None = documented(minItems=1, maxItems=MAX_MESSAGES)
     add_generation_prompt: StrictBool = True
     add_special_tokens: StrictBool = True
 
@@ -160,12 +189,14 @@ class TokenizeRequest(_Request):
             raise ValueError("give exactly one of 'prompt' or 'messages'")
         if self.messages is not None and not self.messages:
             raise ValueError("at least one message is required")
+        if self.messages is not None and len(self.messages) > MAX_MESSAGES:
+            raise ValueError(f"at most {MAX_MESSAGES} messages per request, got {len(self.messages)}")
         return self
 
 
 class DetokenizeRequest(_Request):
     model: StrictStr | None = None
-    tokens: list[StrictInt]
+    tokens: list[TokenId]
 
 
 def _reject_constant(name: str) -> float:

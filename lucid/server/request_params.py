@@ -10,18 +10,20 @@ from lucid.server.protocol import ChatCompletionRequest, SamplingFields
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 
 
-def resolve_max_tokens(requested: int | None, default: int | None, prompt_tokens: int, max_model_len: int) -> int:
+def resolve_max_tokens(requested: int | None, default: int | None, prompt_tokens: int, max_model_len: int,
+                       prompt_param: str = "messages") -> int:
     """The explicit token budget of one request. An omitted value takes `default` (None: the rest of the context)
-    clipped to the room left; an explicit one that does not fit is a 400 that gives both numbers."""
+    clipped to the room left; an explicit one that does not fit is a 400 that gives both numbers (and names
+    `prompt_param`, the field the prompt came in)."""
     room = max_model_len - prompt_tokens
     if requested is None:
         if room < 1:
-            raise context_length_exceeded(max_model_len, prompt_tokens, None)
+            raise context_length_exceeded(max_model_len, prompt_tokens, None, prompt_param)
         return room if default is None else min(default, room)
     if requested < 1:
         raise bad_request(f"max_tokens must be at least 1, got {requested}", param="max_tokens")
     if prompt_tokens + requested > max_model_len:
-        raise context_length_exceeded(max_model_len, prompt_tokens, requested)
+        raise context_length_exceeded(max_model_len, prompt_tokens, requested, prompt_param)
     return requested
 
 

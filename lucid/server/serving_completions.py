@@ -72,7 +72,7 @@ async def create_completion(request: Request, state: ServerState) -> Response:
     prompts = prompt_token_ids(engine, req.prompt)
     limit = max_model_len(engine)
     params = [build_sampling_params(req, max_tokens=resolve_max_tokens(req.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS,
-                                                                       len(ids), limit),
+                                                                       len(ids), limit, "prompt"),
                                     logprobs=req.logprobs, vocab_size=engine.model_config.vocab_size)
               for ids in prompts]
     request_id = f"cmpl-{uuid.uuid4().hex}"
