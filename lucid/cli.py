@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from lucid.config import DEFAULT_QUANTIZATION, QUANTIZATION_SCHEMES
 from lucid.errors import LucidError
 
 
@@ -14,6 +15,8 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a Hugging Face folder, a .gguf file, or nothing for the default model")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--quantization", "-q", default=None, choices=QUANTIZATION_SCHEMES,
+                        help=f"weight format in memory (default: {DEFAULT_QUANTIZATION} on CPU, none on CUDA)")
 
 
 def _sampling_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from lucid.config import DEFAULT_QUANTIZATION
 from lucid.sampling_params import SamplingParams
 
 
@@ -22,7 +23,9 @@ def _load(args: argparse.Namespace):
 
     started = time.perf_counter()
     print("loading model…", file=sys.stderr, flush=True)
-    llm = LLM(args.model, dtype=args.dtype, device=_device(args))
+    device = _device(args)
+    quantization = args.quantization or (DEFAULT_QUANTIZATION if device == "cpu" else "none")
+    llm = LLM(args.model, dtype=args.dtype, device=device, quantization=quantization)
     print(f"loaded {llm.engine.model_name} in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
     return llm
 

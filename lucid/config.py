@@ -11,6 +11,11 @@ from lucid.errors import ModelLoadError
 
 SUPPORTED_ARCHITECTURES = ("Qwen2ForCausalLM",)
 
+# Weight formats kept in memory (lucid/quantize.py). The default is the fastest whose quality holds on the
+# default model: perplexity within 1% of bf16 (docs/BENCHMARKS.md), where int4 everywhere loses 4.7%.
+QUANTIZATION_SCHEMES = ("none", "int8", "int4", "mixed")
+DEFAULT_QUANTIZATION = "mixed"
+
 
 @dataclass(frozen=True)
 class ModelConfig:

@@ -5,18 +5,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lucid.config import QUANTIZATION_SCHEMES as SCHEMES
 from lucid.layers.quantized_linear import Int4Linear, Int8Linear
 
-SCHEMES = ("none", "int8", "int4", "mixed")
-MLP_LAYERS = ("gate_proj", "up_proj", "gate_up_proj", "down_proj")
+GATE_UP_LAYERS = ("gate_proj", "up_proj", "gate_up_proj")
 
 
 def layer_format(name: str, scheme: str) -> str:
-    """Which format one linear layer gets. `mixed`: int4 for the MLP's large matrices, int8 elsewhere."""
+    """Which format one linear layer gets. `mixed`: int4 for the MLP's gate/up matrices, int8 elsewhere
+    (down_proj, attention and lm_head lose the most quality in int4)."""
     if scheme in ("none", "int8", "int4"):
         return scheme
     if scheme == "mixed":
-        return "int4" if name.rsplit(".", 1)[-1] in MLP_LAYERS else "int8"
+        return "int4" if name.rsplit(".", 1)[-1] in GATE_UP_LAYERS else "int8"
     raise ValueError(f"unknown quantization {scheme!r}; choose one of {', '.join(SCHEMES)}")
 
 

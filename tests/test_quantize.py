@@ -36,8 +36,9 @@ def test_quantized_linear_stays_within_its_rounding_error(cls, levels):
     assert (layer(x).float() - exact).abs().max() < bound
 
 
-def test_mixed_scheme_puts_mlp_in_int4():
+def test_mixed_scheme_puts_gate_up_in_int4():
     assert layer_format("model.layers.3.mlp.gate_up_proj", "mixed") == "int4"
+    assert layer_format("model.layers.3.mlp.down_proj", "mixed") == "int8"
     assert layer_format("model.layers.3.self_attn.qkv_proj", "mixed") == "int8"
     assert layer_format("lm_head", "mixed") == "int8"
 

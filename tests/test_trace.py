@@ -73,8 +73,8 @@ def test_seeded_traces_repeat(llm):
 
 
 def test_cli_json_and_human(tiny_model, llm, capsys):
-    args = ["trace", PROMPTS[0], "--model", str(tiny_model.hf_dir), "--dtype", "float32", "--temperature", "0",
-            "--steps", "5"]
+    args = ["trace", PROMPTS[0], "--model", str(tiny_model.hf_dir), "--dtype", "float32", "-q", "none",
+            "--temperature", "0", "--steps", "5"]
     assert main([*args, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["prompt_text"] == prompt_for(llm.tokenizer, PROMPTS[0])

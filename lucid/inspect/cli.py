@@ -9,6 +9,8 @@ from typing import Any
 
 from rich.console import Console
 
+from lucid.config import DEFAULT_QUANTIZATION, QUANTIZATION_SCHEMES
+
 DTYPES = ["bfloat16", "float32", "float16"]
 
 
@@ -37,6 +39,8 @@ def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", action="store_true", help="no chat template: continue the text as given")
     parser.add_argument("--show", type=int, default=5, help="candidates shown per step (default 5)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--quantization", "-q", default=None, choices=QUANTIZATION_SCHEMES,
+                        help=f"weights as lucid generate keeps them (default: {DEFAULT_QUANTIZATION} on CPU)")
     parser.add_argument("--dtype", default="bfloat16", choices=DTYPES)
 
 
@@ -88,6 +92,12 @@ def run_trace(args: argparse.Namespace) -> int:
         print("lucid trace: --steps must be at least 1", file=sys.stderr)
         return 2
     loaded = load(args.model, dtype=args.dtype)
+    quantization = args.quantization or DEFAULT_QUANTIZATION
+    if quantization != "none":  # the same weights `lucid generate` and `lucid serve` run by default
+        from lucid.fusion import fuse_projections
+        from lucid.quantize import quantize_model
+
+        quantize_model(fuse_projections(loaded.model), quantization)
     # Unset knobs take the model's generation_config defaults, exactly as the engine resolves them.
     params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                             max_tokens=args.steps).with_defaults(loaded.generation_config)

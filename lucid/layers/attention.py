@@ -9,8 +9,7 @@ from lucid.layers.rotary import RotaryEmbedding
 
 
 class Qwen2Attention(nn.Module):
-    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, rope_theta: float,
-                 max_positions: int) -> None:
+    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, rotary_emb: RotaryEmbedding) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
@@ -21,7 +20,7 @@ class Qwen2Attention(nn.Module):
         self.o_proj = nn.Linear(num_heads * self.head_dim, hidden_size, bias=False)
         # Serving fuses q/k/v into one matmul at load time (lucid.fusion); None keeps the three HF modules.
         self.qkv_proj: nn.Module | None = None
-        self.rotary_emb = RotaryEmbedding(self.head_dim, rope_theta, max_positions)
+        self.rotary_emb = rotary_emb  # one module shared by all layers (it holds no weights)
         # This layer's slice of the KV pool, (num_slots, num_kv_heads, head_dim) each; bound by the model runner.
         self.k_cache: torch.Tensor | None = None
         self.v_cache: torch.Tensor | None = None

@@ -17,6 +17,8 @@ class RotaryEmbedding(nn.Module):
         # Not buffers: the model is built on the meta device and these are made lazily where they are used.
         self._cos: torch.Tensor | None = None
         self._sin: torch.Tensor | None = None
+        # Every layer shares this module and rotates by the same positions in a step: compute cos/sin once.
+        self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def _tables(self, needed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cos is None or self._cos.shape[0] < needed or self._cos.device != device:
@@ -30,9 +32,12 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (...,) ; q (..., n_heads, head_dim) ; k (..., n_kv_heads, head_dim) -> rotated q, k."""
-        cos_table, sin_table = self._tables(int(positions.max()) + 1, q.device)
-        cos = cos_table[positions].unsqueeze(-2)  # (..., 1, head_dim), broadcast over heads
-        sin = sin_table[positions].unsqueeze(-2)
+        if self._last is None or self._last[0] is not positions:
+            cos_table, sin_table = self._tables(int(positions.max()) + 1, q.device)
+            cos = cos_table[positions].unsqueeze(-2)  # (..., 1, head_dim), broadcast over heads
+            sin = sin_table[positions].unsqueeze(-2)
+            self._last = (positions, cos, sin)
+        _, cos, sin = self._last
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
 
     def extra_repr(self) -> str:

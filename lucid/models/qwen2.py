@@ -11,13 +11,14 @@ from lucid.layers.attention import Qwen2Attention
 from lucid.layers.attention_metadata import AttentionMetadata
 from lucid.layers.mlp import Qwen2MLP
 from lucid.layers.rmsnorm import RMSNorm
+from lucid.layers.rotary import RotaryEmbedding
 
 
 class Qwen2DecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, rotary_emb: RotaryEmbedding) -> None:
         super().__init__()
         self.self_attn = Qwen2Attention(config.hidden_size, config.num_attention_heads, config.num_key_value_heads,
-                                        config.rope_theta, config.max_position_embeddings)
+                                        rotary_emb)
         self.mlp = Qwen2MLP(config.hidden_size, config.intermediate_size)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
@@ -31,7 +32,8 @@ class Qwen2Model(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(Qwen2DecoderLayer(config) for _ in range(config.num_hidden_layers))
+        rotary_emb = RotaryEmbedding(config.head_dim, config.rope_theta, config.max_position_embeddings)
+        self.layers = nn.ModuleList(Qwen2DecoderLayer(config, rotary_emb) for _ in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,

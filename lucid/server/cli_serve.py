@@ -17,7 +17,7 @@ from typing import Any
 
 import uvicorn
 
-from lucid.config import EngineConfig, parse_size
+from lucid.config import DEFAULT_QUANTIZATION, QUANTIZATION_SCHEMES, EngineConfig, parse_size
 from lucid.server.app import build_app
 from lucid.server.state import DEFAULT_MAX_BODY_BYTES, ServerSettings, ServerState
 
@@ -40,6 +40,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=None,
                         help="require 'Authorization: Bearer KEY' on every path but /health and the chat page")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--quantization", "-q", default=None, choices=QUANTIZATION_SCHEMES,
+                        help=f"weights kept in memory as (default: {DEFAULT_QUANTIZATION} on CPU, none on CUDA)")
     parser.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"],
                         help="weights and activations dtype (default: the engine's, bfloat16)")
     parser.add_argument("--max-num-seqs", type=int, default=None,
@@ -124,7 +126,8 @@ def _loader(args: argparse.Namespace) -> Callable[[], Any]:
         from lucid.engine.async_engine import AsyncEngine
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        options = {"device": device, **({"dtype": args.dtype} if args.dtype else {})}
+        options = {"device": device, **({"dtype": args.dtype} if args.dtype else {}),
+                   "quantization": args.quantization or (DEFAULT_QUANTIZATION if device == "cpu" else "none")}
         logger.info("Loading %s on %s ...", args.model or "the default model", device)
         return AsyncEngine.from_pretrained(args.model, engine_config=engine_config_from_args(args, device), **options)
 

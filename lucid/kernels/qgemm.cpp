@@ -1,0 +1,329 @@
+// Weight-only quantized matmul for decode (few activation rows) on AVX-512 VNNI CPUs.
+//
+// y[M, N] = x[M, K] @ W[N, K]^T with W stored in 4 or 8 bits. Decode is bound by the bytes of W read, so
+// the kernel streams W once per tile of up to MAX_MT activation rows and does the arithmetic in integers:
+//   - x is quantized per block of 32 along K to int8 (x ~ dx * xq), once per call;
+//   - `vpdpbusd` multiplies 4 unsigned weight bytes by 4 signed activation bytes and adds them into an int32
+//     lane, so one instruction does 64 multiply-adds;
+//   - each block's int32 sum is turned to float and scaled by (weight scale * dx) once per block.
+//
+// Layout: output rows are interleaved in groups of 16 so that the 16 int32 lanes of a zmm register are 16
+// different output rows. Then a 4-byte slice of x is broadcast to every lane, no horizontal sums are needed,
+// and the result of a group is one 16-float vector that is stored directly.
+//   Q4 (w ~ d * q + m, q in 0..15, one d and m per row and block):
+//     qs[G][B][256]  bytes. For block b of group g, byte (i * 64 + r * 4 + t), i in 0..3, r in 0..15,
+//                    t in 0..3 holds q[row 16g + r][32b + 4i + t] in its low nibble and
+//                    q[row 16g + r][32b + 16 + 4i + t] in its high nibble, so one 64-byte load gives, after
+//                    masking, the k-slices 4i..4i+3 (low) and 16+4i.. (high) of all 16 rows.
+//     d[G][B][16], m[G][B][16] fp16.
+//   Q8 (w ~ d * q, q in -127..127, symmetric): stored as u = q + 128 (unsigned, as vpdpbusd wants), so
+//     sum(u * xq) = sum(q * xq) + 128 * sum(xq) and the second term is subtracted per block.
+//     qs[G][B][512]  bytes: byte (j * 64 + r * 4 + t) = u[row 16g + r][32b + 4j + t], j in 0..7.
+//     d[G][B][16] fp16.
+// N is padded to a multiple of 16 at packing time; K must be a multiple of 32.
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr int QK = 32;      // values per quantization block along K (weights and activations)
+constexpr int NR = 16;      // output rows per interleaved group: one per int32 lane of a zmm register
+constexpr int MAX_MT = 8;   // activation rows that share one read of a weight group (register budget)
+
+// ---- loads and stores of the float types we accept --------------------------------------------------------
+
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+
+inline __m512 load16(const at::BFloat16* p) {
+  // bf16 is the top half of an fp32: widen and shift.
+  __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+}
+
+inline void store16(float* p, __m512 v, __mmask16 mask) { _mm512_mask_storeu_ps(p, mask, v); }
+
+inline void store16(at::BFloat16* p, __m512 v, __mmask16 mask) {
+  // fp32 -> bf16 with round-to-nearest-even done in integers, so AVX512_BF16 is not required.
+  __m512i bits = _mm512_castps_si512(v);
+  __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  bits = _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), lsb));
+  __m256i h = _mm512_cvtepi32_epi16(_mm512_srli_epi32(bits, 16));
+  _mm256_mask_storeu_epi16(p, mask, h);
+}
+
+inline __m512 load_half16(const at::Half* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+inline int32_t load_i32(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// ---- activation quantization ----------------------------------------------------------------------------
+
+struct QuantizedRows {
+  std::vector<int8_t> q;      // [M][K]
+  std::vector<float> d;       // [M][B] scale per block
+  std::vector<float> dsum;    // [M][B] d * sum(q): the Q4 min term multiplies it
+  std::vector<int32_t> qsum;  // [M][B] sum(q): the Q8 offset correction
+};
+
+template <typename T>
+void quantize_rows(const T* x, int64_t M, int64_t K, QuantizedRows& out) {
+  const int64_t B = K / QK;
+  out.q.resize(M * K);
+  out.d.resize(M * B);
+  out.dsum.resize(M * B);
+  out.qsum.resize(M * B);
+  for (int64_t i = 0; i < M * B; ++i) {
+    const T* xb = x + i * QK;  // rows are contiguous, so block i of the flattened input is row i/B, block i%B
+    __m512 a = load16(xb), c = load16(xb + 16);
+    float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
+    float inv = amax > 0.f ? 127.f / amax : 0.f;
+    // cvtps rounds to nearest even (the default MXCSR mode); |x * inv| <= 127 so no saturation happens.
+    __m512i ia = _mm512_cvtps_epi32(_mm512_mul_ps(a, _mm512_set1_ps(inv)));
+    __m512i ic = _mm512_cvtps_epi32(_mm512_mul_ps(c, _mm512_set1_ps(inv)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out.q.data() + i * QK), _mm512_cvtsepi32_epi8(ia));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out.q.data() + i * QK + 16), _mm512_cvtsepi32_epi8(ic));
+    int32_t s = _mm512_reduce_add_epi32(_mm512_add_epi32(ia, ic));
+    float d = amax / 127.f;
+    out.d[i] = d;
+    out.qsum[i] = s;
+    out.dsum[i] = d * static_cast<float>(s);
+  }
+}
+
+// ---- the two micro-kernels: one group of 16 output rows x MT activation rows ----------------------------
+
+// Sum over one block of 32: 8 dot products of 4 bytes, split over two chains to halve the dependency latency.
+inline __m512i block_dot(const __m512i* w, const int8_t* xq) {
+  __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], _mm512_set1_epi32(load_i32(xq + 0)));
+  __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[1], _mm512_set1_epi32(load_i32(xq + 4)));
+  s0 = _mm512_dpbusd_epi32(s0, w[2], _mm512_set1_epi32(load_i32(xq + 8)));
+  s1 = _mm512_dpbusd_epi32(s1, w[3], _mm512_set1_epi32(load_i32(xq + 12)));
+  s0 = _mm512_dpbusd_epi32(s0, w[4], _mm512_set1_epi32(load_i32(xq + 16)));
+  s1 = _mm512_dpbusd_epi32(s1, w[5], _mm512_set1_epi32(load_i32(xq + 20)));
+  s0 = _mm512_dpbusd_epi32(s0, w[6], _mm512_set1_epi32(load_i32(xq + 24)));
+  s1 = _mm512_dpbusd_epi32(s1, w[7], _mm512_set1_epi32(load_i32(xq + 28)));
+  return _mm512_add_epi32(s0, s1);
+}
+
+template <int MT>
+void q4_tile(const uint8_t* qs, const at::Half* wd, const at::Half* wm, int64_t B, const QuantizedRows& xr,
+             int64_t m0, int64_t K, __m512* acc) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  for (int r = 0; r < MT; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < B; ++b) {
+    const uint8_t* p = qs + b * 256;
+    __m512i w[8];
+    for (int i = 0; i < 4; ++i) {
+      __m512i v = _mm512_loadu_si512(p + i * 64);
+      w[i] = _mm512_and_si512(v, low4);                          // k = 4i .. 4i+3
+      w[i + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);  // k = 16+4i .. 16+4i+3
+    }
+    const __m512 d = load_half16(wd + b * NR);
+    const __m512 m = load_half16(wm + b * NR);
+    for (int r = 0; r < MT; ++r) {
+      const int64_t row = (m0 + r) * B + b;
+      __m512i isum = block_dot(w, xr.q.data() + (m0 + r) * K + b * QK);
+      // sum_k (d q + m) dx xq = d dx sum(q xq) + m (dx sum(xq))
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, _mm512_set1_ps(xr.d[row])), acc[r]);
+      acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(xr.dsum[row]), acc[r]);
+    }
+  }
+}
+
+template <int MT>
+void q8_tile(const uint8_t* qs, const at::Half* wd, int64_t B, const QuantizedRows& xr, int64_t m0, int64_t K,
+             __m512* acc) {
+  for (int r = 0; r < MT; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < B; ++b) {
+    const uint8_t* p = qs + b * 512;
+    __m512i w[8];
+    for (int j = 0; j < 8; ++j) w[j] = _mm512_loadu_si512(p + j * 64);
+    const __m512 d = load_half16(wd + b * NR);
+    for (int r = 0; r < MT; ++r) {
+      const int64_t row = (m0 + r) * B + b;
+      __m512i isum = block_dot(w, xr.q.data() + (m0 + r) * K + b * QK);
+      isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(128 * xr.qsum[row]));  // undo the +128 weight offset
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, _mm512_set1_ps(xr.d[row])), acc[r]);
+    }
+  }
+}
+
+// ---- drivers ----------------------------------------------------------------------------------------------
+
+enum class Format { Q4, Q8 };
+
+template <int MT, Format F>
+void run_tile(const uint8_t* qs, const at::Half* wd, const at::Half* wm, int64_t B, const QuantizedRows& xr,
+              int64_t m0, int64_t K, __m512* acc) {
+  if constexpr (F == Format::Q4) {
+    q4_tile<MT>(qs, wd, wm, B, xr, m0, K, acc);
+  } else {
+    q8_tile<MT>(qs, wd, B, xr, m0, K, acc);
+  }
+}
+
+template <Format F>
+void dispatch_tile(int mt, const uint8_t* qs, const at::Half* wd, const at::Half* wm, int64_t B,
+                   const QuantizedRows& xr, int64_t m0, int64_t K, __m512* acc) {
+  switch (mt) {
+    case 1: return run_tile<1, F>(qs, wd, wm, B, xr, m0, K, acc);
+    case 2: return run_tile<2, F>(qs, wd, wm, B, xr, m0, K, acc);
+    case 3: return run_tile<3, F>(qs, wd, wm, B, xr, m0, K, acc);
+    case 4: return run_tile<4, F>(qs, wd, wm, B, xr, m0, K, acc);
+    case 5: return run_tile<5, F>(qs, wd, wm, B, xr, m0, K, acc);
+    case 6: return run_tile<6, F>(qs, wd, wm, B, xr, m0, K, acc);
+    case 7: return run_tile<7, F>(qs, wd, wm, B, xr, m0, K, acc);
+    default: return run_tile<MAX_MT, F>(qs, wd, wm, B, xr, m0, K, acc);
+  }
+}
+
+template <Format F, typename T>
+void gemm_impl(const T* x, int64_t M, int64_t K, const uint8_t* qs, const at::Half* wd, const at::Half* wm,
+               const float* bias, T* y, int64_t N) {
+  const int64_t B = K / QK;
+  const int64_t G = (N + NR - 1) / NR;
+  const int64_t group_bytes = B * (F == Format::Q4 ? 256 : 512);
+  QuantizedRows xr;
+  quantize_rows(x, M, K, xr);
+  // Split output groups over threads; each thread streams its own contiguous slice of the weights.
+  at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
+    __m512 acc[MAX_MT];
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t n0 = g * NR;
+      const int nvalid = static_cast<int>(std::min<int64_t>(NR, N - n0));
+      const __mmask16 mask = static_cast<__mmask16>((1u << nvalid) - 1);
+      const __m512 bv = bias ? _mm512_maskz_loadu_ps(mask, bias + n0) : _mm512_setzero_ps();
+      const at::Half* gm = wm ? wm + g * B * NR : nullptr;
+      // Later M-tiles re-read this group's weights from L1/L2, not from memory.
+      for (int64_t m0 = 0; m0 < M; m0 += MAX_MT) {
+        const int mt = static_cast<int>(std::min<int64_t>(MAX_MT, M - m0));
+        dispatch_tile<F>(mt, qs + g * group_bytes, wd + g * B * NR, gm, B, xr, m0, K, acc);
+        for (int r = 0; r < mt; ++r) store16(y + (m0 + r) * N + n0, _mm512_add_ps(acc[r], bv), mask);
+      }
+    }
+  });
+}
+
+void check_common(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& d,
+                  const c10::optional<torch::Tensor>& bias, int64_t N, int64_t bytes_per_block) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be a contiguous 2-D tensor");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, "x must be float32 or bfloat16");
+  const int64_t K = x.size(1);
+  TORCH_CHECK(K % QK == 0, "K must be a multiple of 32");
+  const int64_t G = (N + NR - 1) / NR;
+  TORCH_CHECK(qs.scalar_type() == at::kByte && qs.is_contiguous() && qs.numel() == G * (K / QK) * bytes_per_block,
+              "packed weights do not match x's K and N");
+  TORCH_CHECK(d.scalar_type() == at::kHalf && d.is_contiguous() && d.numel() == G * (K / QK) * NR,
+              "scales must be contiguous float16 of shape (G, K/32, 16)");
+  if (bias) {
+    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->is_contiguous() && bias->numel() == N,
+                "bias must be contiguous float32 of size N");
+  }
+}
+
+template <Format F>
+torch::Tensor gemm(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& d, const at::Half* wm,
+                   const c10::optional<torch::Tensor>& bias, int64_t N) {
+  const int64_t M = x.size(0), K = x.size(1);
+  torch::Tensor y = torch::empty({M, N}, x.options());
+  const float* bp = bias ? bias->data_ptr<float>() : nullptr;
+  if (M == 0) return y;
+  if (x.scalar_type() == at::kFloat) {
+    gemm_impl<F>(x.data_ptr<float>(), M, K, qs.data_ptr<uint8_t>(), d.data_ptr<at::Half>(), wm, bp,
+                 y.data_ptr<float>(), N);
+  } else {
+    gemm_impl<F>(x.data_ptr<at::BFloat16>(), M, K, qs.data_ptr<uint8_t>(), d.data_ptr<at::Half>(), wm, bp,
+                 y.data_ptr<at::BFloat16>(), N);
+  }
+  return y;
+}
+
+torch::Tensor q4_gemm(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& d, const torch::Tensor& m,
+                      const c10::optional<torch::Tensor>& bias, int64_t N) {
+  check_common(x, qs, d, bias, N, 256);
+  TORCH_CHECK(m.scalar_type() == at::kHalf && m.is_contiguous() && m.numel() == d.numel(),
+              "mins must be contiguous float16 shaped like the scales");
+  return gemm<Format::Q4>(x, qs, d, m.data_ptr<at::Half>(), bias, N);
+}
+
+torch::Tensor q8_gemm(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& d,
+                      const c10::optional<torch::Tensor>& bias, int64_t N) {
+  check_common(x, qs, d, bias, N, 512);
+  return gemm<Format::Q8>(x, qs, d, nullptr, bias, N);
+}
+
+// ---- dequantization to bf16, for the prefill path (large M), where bf16 GEMM beats integer dot products --
+
+template <Format F>
+torch::Tensor dequantize(const torch::Tensor& qs, const torch::Tensor& d, const at::Half* wm, int64_t N, int64_t K) {
+  const int64_t B = K / QK;
+  const int64_t G = (N + NR - 1) / NR;
+  torch::Tensor w = torch::empty({N, K}, torch::dtype(at::kBFloat16));
+  at::BFloat16* out = w.data_ptr<at::BFloat16>();
+  const uint8_t* q = qs.data_ptr<uint8_t>();
+  const at::Half* dp = d.data_ptr<at::Half>();
+  at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
+    float vals[QK];
+    for (int64_t g = g0; g < g1; ++g) {
+      for (int r = 0; r < NR && g * NR + r < N; ++r) {
+        at::BFloat16* row = out + (g * NR + r) * K;
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t sb = (g * B + b) * NR + r;
+          const float scale = static_cast<float>(dp[sb]);
+          if constexpr (F == Format::Q4) {
+            const uint8_t* p = q + (g * B + b) * 256 + r * 4;
+            const float mn = static_cast<float>(wm[sb]);
+            for (int i = 0; i < 4; ++i) {
+              for (int t = 0; t < 4; ++t) {
+                const uint8_t byte = p[i * 64 + t];
+                vals[4 * i + t] = scale * static_cast<float>(byte & 0x0F) + mn;
+                vals[16 + 4 * i + t] = scale * static_cast<float>(byte >> 4) + mn;
+              }
+            }
+          } else {
+            const uint8_t* p = q + (g * B + b) * 512 + r * 4;
+            for (int j = 0; j < 8; ++j) {
+              for (int t = 0; t < 4; ++t) vals[4 * j + t] = scale * static_cast<float>(int(p[j * 64 + t]) - 128);
+            }
+          }
+          for (int k = 0; k < QK; ++k) row[b * QK + k] = static_cast<at::BFloat16>(vals[k]);
+        }
+      }
+    }
+  });
+  return w;
+}
+
+torch::Tensor q4_dequantize(const torch::Tensor& qs, const torch::Tensor& d, const torch::Tensor& m, int64_t N,
+                            int64_t K) {
+  TORCH_CHECK(qs.is_contiguous() && d.is_contiguous() && m.is_contiguous(), "packed tensors must be contiguous");
+  TORCH_CHECK(qs.numel() == ((N + NR - 1) / NR) * (K / QK) * 256, "packed weights do not match N and K");
+  return dequantize<Format::Q4>(qs, d, m.data_ptr<at::Half>(), N, K);
+}
+
+torch::Tensor q8_dequantize(const torch::Tensor& qs, const torch::Tensor& d, int64_t N, int64_t K) {
+  TORCH_CHECK(qs.is_contiguous() && d.is_contiguous(), "packed tensors must be contiguous");
+  TORCH_CHECK(qs.numel() == ((N + NR - 1) / NR) * (K / QK) * 512, "packed weights do not match N and K");
+  return dequantize<Format::Q8>(qs, d, nullptr, N, K);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
+  mod.def("q4_gemm", &q4_gemm, "y = x @ W^T for Q4-packed W", py::arg("x"), py::arg("qs"), py::arg("d"), py::arg("m"),
+          py::arg("bias"), py::arg("n"));
+  mod.def("q8_gemm", &q8_gemm, "y = x @ W^T for Q8-packed W", py::arg("x"), py::arg("qs"), py::arg("d"),
+          py::arg("bias"), py::arg("n"));
+  mod.def("q4_dequantize", &q4_dequantize, "Q4-packed W -> bf16 (N, K)");
+  mod.def("q8_dequantize", &q8_dequantize, "Q8-packed W -> bf16 (N, K)");
+}
