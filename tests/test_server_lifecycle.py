@@ -9,10 +9,12 @@ import time
 
 import httpx
 import pytest
+from test_reliability_support import PacedServerProcess, shared_paced_server
 from test_server_support import ServerProcess, shared_server, tiny_server_args
 
 pytestmark = pytest.mark.timeout(300)
 
+# With the paced server (>= 10 ms a step) this lasts >= 4 s, longer than the clients' short timeouts.
 LONG = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True}
 
 
@@ -44,11 +46,12 @@ def test_dropped_stream_frees_its_blocks(tiny_server):
     _wait_idle(tiny_server)  # the client left after a few tokens of 400: the request is aborted, blocks freed
 
 
-def test_dropped_non_streaming_request_is_aborted(tiny_server):
-    _wait_idle(tiny_server)
+def test_dropped_non_streaming_request_is_aborted(tiny_model):
+    server = shared_paced_server(*tiny_server_args(tiny_model))
+    _wait_idle(server)
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{tiny_server.url}/v1/completions", json=LONG, timeout=1.5)
-    _wait_idle(tiny_server)
+        httpx.post(f"{server.url}/v1/completions", json=LONG, timeout=1.5)
+    _wait_idle(server)
 
 
 def _stream_lines(url: str, body: dict, out: list[str], started: threading.Event) -> None:
@@ -59,14 +62,14 @@ def _stream_lines(url: str, body: dict, out: list[str], started: threading.Event
 
 
 def test_health_503_while_loading_then_graceful_sigterm(tiny_model):
-    server = ServerProcess(*tiny_server_args(tiny_model))
+    server = PacedServerProcess(*tiny_server_args(tiny_model))  # >= 10 ms a step: the stream outlasts the signal
     try:
         seen = server.wait_ready()
         # torch is imported in the loading thread after the socket opens, so the first answers are 503s
         assert seen[0] == 503 and seen[-1] == 200, seen
         lines: list[str] = []
         started = threading.Event()
-        body = {"model": "tiny", "prompt": "Hello", "max_tokens": 40, "ignore_eos": True, "stream": True}
+        body = {"model": "tiny", "prompt": "Hello", "max_tokens": 150, "ignore_eos": True, "stream": True}
         reader = threading.Thread(target=_stream_lines, args=(f"{server.url}/v1/completions", body, lines, started))
         reader.start()
         assert started.wait(60)
