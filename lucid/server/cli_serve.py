@@ -53,6 +53,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="memory for the KV cache, e.g. 512M or 2G (default 1G)")
     parser.add_argument("--max-queue", type=int, default=None,
                         help=f"waiting requests before new ones get 429 (default {EngineConfig.max_queue})")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None,
+                        help=f"tokens computed per engine step; long prompts are prefilled in chunks of this "
+                             f"(default {EngineConfig.max_num_batched_tokens})")
+    parser.add_argument("--no-prefix-caching", dest="enable_prefix_caching", action="store_false",
+                        help="do not share KV blocks between requests with the same prefix")
     parser.add_argument("--allowed-origins", nargs="+", default=None, metavar="ORIGIN",
                         help="enable CORS for these origins ('*' for any); off by default")
     parser.add_argument("--max-body-bytes", type=parse_size, default=DEFAULT_MAX_BODY_BYTES, metavar="SIZE",
@@ -65,9 +70,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 def engine_config_from_args(args: argparse.Namespace, device: str = "cpu") -> EngineConfig:
     limits: dict[str, Any] = {"max_model_len": args.max_model_len
                               or (GPU_MAX_MODEL_LEN if device.startswith("cuda") else CPU_MAX_MODEL_LEN)}
-    for name in ("max_num_seqs", "kv_cache_memory", "max_queue"):
-        if getattr(args, name) is not None:
+    for name in ("max_num_seqs", "kv_cache_memory", "max_queue", "max_num_batched_tokens"):
+        if getattr(args, name, None) is not None:
             limits[name] = getattr(args, name)
+    limits["enable_prefix_caching"] = getattr(args, "enable_prefix_caching", True)
     return EngineConfig(**limits)
 
 
