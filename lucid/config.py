@@ -110,6 +110,9 @@ class EngineConfig:
     block_size: int = 16              # tokens per KV block
     kv_cache_memory: int = 1 << 30    # bytes for the KV block pool
     max_num_batched_tokens: int = 512  # token budget of one step (chunked prefill)
+    # While other sequences are decoding, prefill at most this many prompt tokens per step, so a long prompt
+    # arriving adds little to the running streams' inter-token latency (0: no separate limit).
+    max_prefill_tokens_while_decoding: int = 32
     max_queue: int = 256              # waiting requests before new ones get 429
     enable_prefix_caching: bool = True
     extra: dict[str, Any] = field(default_factory=dict)

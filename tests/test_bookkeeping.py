@@ -111,3 +111,18 @@ def test_max_num_seqs_caps_running():
         sched.add(seq([1, 2], f"r{i}"))
     out = sched.schedule()
     assert len(out.prefill) == 2 and len(sched.waiting) == 1
+
+
+def test_prefill_is_capped_while_others_decode():
+    config = EngineConfig(max_num_batched_tokens=64, max_num_seqs=4, block_size=4, max_prefill_tokens_while_decoding=8)
+    sched = Scheduler(config, BlockManager(64, 4))
+    short = seq([1, 2], "short")
+    sched.add(short)
+    first = sched.schedule()
+    short.num_computed_tokens += first.prefill[0].num_tokens
+    short.append_token(3)                              # now decoding
+    long = seq(range(40), "long")
+    sched.add(long)
+    out = sched.schedule()
+    assert [s.seq.request_id for s in out.decode] == ["short"]
+    assert [(s.seq.request_id, s.num_tokens) for s in out.prefill] == [("long", 8)]

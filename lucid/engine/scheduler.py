@@ -60,12 +60,18 @@ class Scheduler:
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
         budget = self.config.max_num_batched_tokens
-        scheduled: list[Sequence] = []
+        # Prompt tokens this step may prefill: fewer while others decode, to keep their token rate smooth.
+        cap = self.config.max_prefill_tokens_while_decoding
+        decoding = cap > 0 and any(s.num_uncomputed_tokens == 1 for s in self.running)
+        prefill_left = cap if decoding else budget
         # 1. Running sequences, oldest first, so that preemption takes the newest.
         queue = list(self.running)
         while queue and budget > 0:
             seq = queue.pop(0)
-            num_tokens = min(seq.num_uncomputed_tokens, budget)
+            is_decode = seq.num_uncomputed_tokens == 1
+            num_tokens = min(seq.num_uncomputed_tokens, budget, 1 if is_decode else prefill_left)
+            if num_tokens == 0:
+                continue
             while not self.blocks.allocate(seq, seq.num_computed_tokens + num_tokens):
                 victim = queue.pop() if queue else seq
                 self._preempt(victim)
@@ -74,18 +80,20 @@ class Scheduler:
                     break
             if seq.status is not SequenceStatus.RUNNING:
                 continue
-            scheduled.append(seq)
-            (out.decode if seq.num_uncomputed_tokens == 1 else out.prefill).append(ScheduledSeq(seq, num_tokens))
+            (out.decode if is_decode else out.prefill).append(ScheduledSeq(seq, num_tokens))
             budget -= num_tokens
+            if not is_decode:
+                prefill_left -= num_tokens
         # 2. Admit waiting sequences while seats, budget and blocks allow. Not after a preemption in this
         #    step: the pool is short, and a preempted sequence must not be re-admitted at once.
-        while self.waiting and budget > 0 and not out.preempted and len(self.running) < self.config.max_num_seqs:
+        while (self.waiting and min(budget, prefill_left) > 0 and not out.preempted
+               and len(self.running) < self.config.max_num_seqs):
             seq = self.waiting[0]
             if not seq.block_table:
-                if not self.blocks.can_admit(seq, min(seq.num_tokens, budget)):
+                if not self.blocks.can_admit(seq, min(seq.num_tokens, budget, prefill_left)):
                     break
                 self.blocks.admit(seq)
-            num_tokens = min(seq.num_uncomputed_tokens, budget)
+            num_tokens = min(seq.num_uncomputed_tokens, budget, prefill_left)
             if not self.blocks.allocate(seq, seq.num_computed_tokens + num_tokens):
                 self.blocks.release(seq)
                 break
@@ -94,6 +102,7 @@ class Scheduler:
             self.running.append(seq)
             out.prefill.append(ScheduledSeq(seq, num_tokens))
             budget -= num_tokens
+            prefill_left -= num_tokens
         return out
 
     def _preempt(self, seq: Sequence) -> None:
