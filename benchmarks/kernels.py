@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -75,13 +76,16 @@ def main() -> None:
             return [first] + [make() for _ in range(min(64, -(-COLD_BYTES // size)) - 1)], size
 
         if kernels.available():
-            layers["lucid q4"] = build(lambda: Q4Linear(w, None, torch.bfloat16),
+            layers["lucid q4"] = build(lambda w=w: Q4Linear(w, None, torch.bfloat16),
                                        lambda q: nbytes(q.qweight, q.scales, q.mins))
-            layers["lucid q8"] = build(lambda: Q8Linear(w, None, torch.bfloat16), lambda q: nbytes(q.qweight, q.scales))
-        layers["torch int4"] = build(lambda: Int4Linear(w, None, torch.bfloat16),
+            layers["lucid q8"] = build(lambda w=w: Q8Linear(w, None, torch.bfloat16),
+                                       lambda q: nbytes(q.qweight, q.scales))
+        layers["torch int4"] = build(lambda w=w: Int4Linear(w, None, torch.bfloat16),
                                      lambda q: nbytes(q.weight, q.scales_and_zeros))
-        layers["torch int8"] = build(lambda: Int8Linear(w, None, torch.bfloat16), lambda q: nbytes(q.weight, q.scales))
-        layers["bf16 linear"] = build(lambda: (lambda x, w=w.clone(): F.linear(x, w)), lambda f: nbytes(w))
+        layers["torch int8"] = build(lambda w=w: Int8Linear(w, None, torch.bfloat16),
+                                     lambda q: nbytes(q.weight, q.scales))
+        layers["bf16 linear"] = build(lambda w=w: partial(F.linear, weight=w.clone()),
+                                      lambda f: nbytes(f.keywords["weight"]))
         for m in args.m:
             x = torch.randn(m, k, dtype=torch.bfloat16)
             cells = []

@@ -7,7 +7,7 @@ and callers keep PyTorch's kernels.
 
 Packed formats (built once at load time from float weights by `pack_q4` / `pack_q8`):
 - Q4: blocks of 32 along K, 4-bit unsigned q with a float16 scale d and min m per row and block (w ~ d*q + m);
-  4.5 bits a weight.
+  4.5 bits a weight. (float16 values are kept in int16 tensors, safe from a model-wide `.to(dtype)`.)
 - Q8: blocks of 32 along K, int8 q with a float16 scale d per row and block (w ~ d*q); 8.5 bits a weight.
 Both interleave output rows in groups of 16 (N is padded to a multiple of 16).
 """
@@ -51,7 +51,7 @@ def _cpu_flags() -> set[str]:
 
 
 def _build_dir() -> Path:
-    root = Path(os.environ.get("LUCID_CACHE_DIR") or Path.home() / ".cache" / "lucid")
+    root = Path(os.environ.get("LUCID_CACHE_DIR") or Path.home() / ".cache" / "lucid").expanduser()
     # -march=native code is only valid on this kind of CPU: key the folder on the CPU flags and torch version.
     key = hashlib.sha1(" ".join(sorted(_cpu_flags())).encode()).hexdigest()[:10]
     return root / "kernels" / f"torch{torch.__version__.replace('+', '_')}-{key}"
@@ -98,7 +98,7 @@ def unavailable_reason() -> str | None:
 
 def ext() -> Any:
     """The compiled module; raises RuntimeError with the reason where unavailable."""
-    mod = _load()
+    mod = _ext or _load()  # no lock on the hot path once loaded
     if mod is None:
         raise RuntimeError(f"lucid kernels unavailable: {_error}")
     return mod
@@ -124,13 +124,17 @@ def _row_chunks(weight: torch.Tensor):
 
 
 def _interleave_scales(s: torch.Tensor) -> torch.Tensor:
-    """(rows, B) per-block values -> (G, B, 16) float16, the order the kernel reads them in."""
+    """(rows, B) float16 per-block values -> (G, B, 16) in the order the kernel reads them, as int16 bits.
+
+    int16, not float16: a model-wide `.to(dtype)` converts floating-point buffers and would corrupt them."""
     rows, blocks = s.shape
-    return s.view(rows // GROUP_ROWS, GROUP_ROWS, blocks).permute(0, 2, 1).contiguous()
+    return s.view(rows // GROUP_ROWS, GROUP_ROWS, blocks).permute(0, 2, 1).contiguous().view(torch.int16)
 
 
 def pack_q4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(N, K) float weight -> (qs uint8 (G, B, 256), d float16 (G, B, 16), m float16 (G, B, 16)); w ~ d*q + m."""
+    """(N, K) float weight -> (qs uint8 (G, B, 256), d (G, B, 16), m (G, B, 16)); w ~ d*q + m.
+
+    d and m are float16 values stored as int16 bits (`.view(torch.float16)` reads them)."""
     _check_shape(weight)
     qs_parts, d_parts, m_parts = [], [], []
     for w in _row_chunks(weight):
@@ -152,7 +156,7 @@ def pack_q4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 def pack_q8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, K) float weight -> (qs uint8 (G, B, 512) holding q + 128, d float16 (G, B, 16)); w ~ d*q."""
+    """(N, K) float weight -> (qs uint8 (G, B, 512) holding q + 128, d (G, B, 16) float16 bits as int16); w ~ d*q."""
     _check_shape(weight)
     qs_parts, d_parts = [], []
     for w in _row_chunks(weight):
@@ -172,7 +176,7 @@ def pack_q8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def q4_gemm(x: torch.Tensor, qs: torch.Tensor, d: torch.Tensor, m: torch.Tensor, n: int,
             bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x (M, K) float32/bfloat16 contiguous -> (M, n) in x's dtype; bias float32 (n,) or None."""
+    """x (..., K) -> (..., n) in x's dtype (float32 and bfloat16 run natively); bias (n,) or None."""
     return ext().q4_gemm(x, qs, d, m, bias, n)
 
 

@@ -15,7 +15,7 @@
 //                    t in 0..3 holds q[row 16g + r][32b + 4i + t] in its low nibble and
 //                    q[row 16g + r][32b + 16 + 4i + t] in its high nibble, so one 64-byte load gives, after
 //                    masking, the k-slices 4i..4i+3 (low) and 16+4i.. (high) of all 16 rows.
-//     d[G][B][16], m[G][B][16] fp16.
+//     d[G][B][16], m[G][B][16] fp16 (kept in int16 tensors).
 //   Q8 (w ~ d * q, q in -127..127, symmetric): stored as u = q + 128 (unsigned, as vpdpbusd wants), so
 //     sum(u * xq) = sum(q * xq) + 128 * sum(xq) and the second term is subtracted per block.
 //     qs[G][B][512]  bytes: byte (j * 64 + r * 4 + t) = u[row 16g + r][32b + 4j + t], j in 0..7.
@@ -82,21 +82,36 @@ void quantize_rows(const T* x, int64_t M, int64_t K, QuantizedRows& out) {
   out.d.resize(M * B);
   out.dsum.resize(M * B);
   out.qsum.resize(M * B);
-  for (int64_t i = 0; i < M * B; ++i) {
-    const T* xb = x + i * QK;  // rows are contiguous, so block i of the flattened input is row i/B, block i%B
-    __m512 a = load16(xb), c = load16(xb + 16);
-    float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
-    float inv = amax > 0.f ? 127.f / amax : 0.f;
-    // cvtps rounds to nearest even (the default MXCSR mode); |x * inv| <= 127 so no saturation happens.
-    __m512i ia = _mm512_cvtps_epi32(_mm512_mul_ps(a, _mm512_set1_ps(inv)));
-    __m512i ic = _mm512_cvtps_epi32(_mm512_mul_ps(c, _mm512_set1_ps(inv)));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out.q.data() + i * QK), _mm512_cvtsepi32_epi8(ia));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out.q.data() + i * QK + 16), _mm512_cvtsepi32_epi8(ic));
-    int32_t s = _mm512_reduce_add_epi32(_mm512_add_epi32(ia, ic));
-    float d = amax / 127.f;
-    out.d[i] = d;
-    out.qsum[i] = s;
-    out.dsum[i] = d * static_cast<float>(s);
+  // Parallel only when there is enough work (prefill); a decode row is ~1 us of work.
+  at::parallel_for(0, M * B, 2048, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const T* xb = x + i * QK;  // rows are contiguous, so block i of the flattened input is row i/B, block i%B
+      __m512 a = load16(xb), c = load16(xb + 16);
+      float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
+      float inv = amax > 0.f ? 127.f / amax : 0.f;
+      // cvtps rounds to nearest even (the default MXCSR mode); |x * inv| <= 127 so no saturation happens.
+      __m512i ia = _mm512_cvtps_epi32(_mm512_mul_ps(a, _mm512_set1_ps(inv)));
+      __m512i ic = _mm512_cvtps_epi32(_mm512_mul_ps(c, _mm512_set1_ps(inv)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out.q.data() + i * QK), _mm512_cvtsepi32_epi8(ia));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out.q.data() + i * QK + 16), _mm512_cvtsepi32_epi8(ic));
+      int32_t s = _mm512_reduce_add_epi32(_mm512_add_epi32(ia, ic));
+      float d = amax / 127.f;
+      out.d[i] = d;
+      out.qsum[i] = s;
+      out.dsum[i] = d * static_cast<float>(s);
+    }
+  });
+}
+
+// Software prefetch LUCID_PREFETCH_BYTES ahead of the weight stream (a no-op past its end is harmless: prefetches
+// never fault). The hardware prefetcher alone leaves single-thread bandwidth on the table.
+#ifndef LUCID_PREFETCH_BYTES
+#define LUCID_PREFETCH_BYTES 2048
+#endif
+inline void prefetch_ahead(const uint8_t* p, int bytes) {
+  if (LUCID_PREFETCH_BYTES == 0) return;  // compile-time constant: the branch folds away
+  for (int off = 0; off < bytes; off += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + LUCID_PREFETCH_BYTES + off), _MM_HINT_T0);
   }
 }
 
@@ -117,11 +132,13 @@ inline __m512i block_dot(const __m512i* w, const int8_t* xq) {
 
 template <int MT>
 void q4_tile(const uint8_t* qs, const at::Half* wd, const at::Half* wm, int64_t B, const QuantizedRows& xr,
-             int64_t m0, int64_t K, __m512* acc) {
+             int64_t m0, int64_t K, __m512* out) {
   const __m512i low4 = _mm512_set1_epi8(0x0F);
+  __m512 acc[MT];  // local, so the compiler keeps it in registers (out may alias anything)
   for (int r = 0; r < MT; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t b = 0; b < B; ++b) {
     const uint8_t* p = qs + b * 256;
+    prefetch_ahead(p, 256);
     __m512i w[8];
     for (int i = 0; i < 4; ++i) {
       __m512i v = _mm512_loadu_si512(p + i * 64);
@@ -138,14 +155,17 @@ void q4_tile(const uint8_t* qs, const at::Half* wd, const at::Half* wm, int64_t 
       acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(xr.dsum[row]), acc[r]);
     }
   }
+  for (int r = 0; r < MT; ++r) out[r] = acc[r];
 }
 
 template <int MT>
 void q8_tile(const uint8_t* qs, const at::Half* wd, int64_t B, const QuantizedRows& xr, int64_t m0, int64_t K,
-             __m512* acc) {
+             __m512* out) {
+  __m512 acc[MT];
   for (int r = 0; r < MT; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t b = 0; b < B; ++b) {
     const uint8_t* p = qs + b * 512;
+    prefetch_ahead(p, 512);
     __m512i w[8];
     for (int j = 0; j < 8; ++j) w[j] = _mm512_loadu_si512(p + j * 64);
     const __m512 d = load_half16(wd + b * NR);
@@ -156,6 +176,7 @@ void q8_tile(const uint8_t* qs, const at::Half* wd, int64_t B, const QuantizedRo
       acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, _mm512_set1_ps(xr.d[row])), acc[r]);
     }
   }
+  for (int r = 0; r < MT; ++r) out[r] = acc[r];
 }
 
 // ---- drivers ----------------------------------------------------------------------------------------------
@@ -214,51 +235,59 @@ void gemm_impl(const T* x, int64_t M, int64_t K, const uint8_t* qs, const at::Ha
   });
 }
 
-void check_common(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& d,
-                  const c10::optional<torch::Tensor>& bias, int64_t N, int64_t bytes_per_block) {
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be a contiguous 2-D tensor");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, "x must be float32 or bfloat16");
-  const int64_t K = x.size(1);
-  TORCH_CHECK(K % QK == 0, "K must be a multiple of 32");
+// Checks of the packed tensors. Scales are stored as int16 holding float16 bits, so that a model-wide
+// `.to(dtype)` (which converts floating-point buffers) leaves them alone.
+void check_packed(const torch::Tensor& qs, const torch::Tensor& d, int64_t N, int64_t K, int64_t bytes_per_block) {
+  TORCH_CHECK(K % QK == 0, "K must be a multiple of 32, got ", K);
   const int64_t G = (N + NR - 1) / NR;
   TORCH_CHECK(qs.scalar_type() == at::kByte && qs.is_contiguous() && qs.numel() == G * (K / QK) * bytes_per_block,
-              "packed weights do not match x's K and N");
-  TORCH_CHECK(d.scalar_type() == at::kHalf && d.is_contiguous() && d.numel() == G * (K / QK) * NR,
-              "scales must be contiguous float16 of shape (G, K/32, 16)");
-  if (bias) {
-    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->is_contiguous() && bias->numel() == N,
-                "bias must be contiguous float32 of size N");
-  }
+              "packed weights do not match K=", K, " and N=", N);
+  TORCH_CHECK(d.scalar_type() == at::kShort && d.is_contiguous() && d.numel() == G * (K / QK) * NR,
+              "scales must be contiguous int16 (float16 bits) of shape (G, K/32, 16)");
 }
 
+const at::Half* half_ptr(const torch::Tensor& t) { return reinterpret_cast<const at::Half*>(t.data_ptr<int16_t>()); }
+
+// x: (..., K) of any float dtype (float32 and bfloat16 natively) -> (..., N) in x's dtype.
 template <Format F>
-torch::Tensor gemm(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& d, const at::Half* wm,
-                   const c10::optional<torch::Tensor>& bias, int64_t N) {
-  const int64_t M = x.size(0), K = x.size(1);
-  torch::Tensor y = torch::empty({M, N}, x.options());
-  const float* bp = bias ? bias->data_ptr<float>() : nullptr;
-  if (M == 0) return y;
-  if (x.scalar_type() == at::kFloat) {
-    gemm_impl<F>(x.data_ptr<float>(), M, K, qs.data_ptr<uint8_t>(), d.data_ptr<at::Half>(), wm, bp,
-                 y.data_ptr<float>(), N);
-  } else {
-    gemm_impl<F>(x.data_ptr<at::BFloat16>(), M, K, qs.data_ptr<uint8_t>(), d.data_ptr<at::Half>(), wm, bp,
-                 y.data_ptr<at::BFloat16>(), N);
+torch::Tensor gemm(const torch::Tensor& x_in, const torch::Tensor& qs, const torch::Tensor& d, const at::Half* wm,
+                   const c10::optional<torch::Tensor>& bias_in, int64_t N) {
+  TORCH_CHECK(x_in.dim() >= 1, "x must have at least one dimension");
+  const auto dtype = x_in.scalar_type();
+  const bool native = dtype == at::kFloat || dtype == at::kBFloat16;
+  const torch::Tensor x = native ? x_in.contiguous() : x_in.to(at::kFloat).contiguous();
+  const int64_t K = x.size(-1);
+  const int64_t M = K ? x.numel() / K : 0;
+  check_packed(qs, d, N, K, F == Format::Q4 ? 256 : 512);
+  c10::optional<torch::Tensor> bias;
+  if (bias_in && bias_in->defined()) {
+    TORCH_CHECK(bias_in->numel() == N, "bias must have N elements");
+    bias = bias_in->to(at::kFloat).contiguous();  // no-op for the float32 bias the layers keep
   }
-  return y;
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = N;
+  torch::Tensor y = torch::empty(shape, x.options());
+  const float* bp = bias ? bias->data_ptr<float>() : nullptr;
+  if (M > 0) {
+    if (x.scalar_type() == at::kFloat) {
+      gemm_impl<F>(x.data_ptr<float>(), M, K, qs.data_ptr<uint8_t>(), half_ptr(d), wm, bp, y.data_ptr<float>(), N);
+    } else {
+      gemm_impl<F>(x.data_ptr<at::BFloat16>(), M, K, qs.data_ptr<uint8_t>(), half_ptr(d), wm, bp,
+                   y.data_ptr<at::BFloat16>(), N);
+    }
+  }
+  return native ? y : y.to(dtype);
 }
 
 torch::Tensor q4_gemm(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& d, const torch::Tensor& m,
                       const c10::optional<torch::Tensor>& bias, int64_t N) {
-  check_common(x, qs, d, bias, N, 256);
-  TORCH_CHECK(m.scalar_type() == at::kHalf && m.is_contiguous() && m.numel() == d.numel(),
-              "mins must be contiguous float16 shaped like the scales");
-  return gemm<Format::Q4>(x, qs, d, m.data_ptr<at::Half>(), bias, N);
+  TORCH_CHECK(m.scalar_type() == at::kShort && m.is_contiguous() && m.numel() == d.numel(),
+              "mins must be contiguous int16 (float16 bits) shaped like the scales");
+  return gemm<Format::Q4>(x, qs, d, half_ptr(m), bias, N);
 }
 
 torch::Tensor q8_gemm(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& d,
                       const c10::optional<torch::Tensor>& bias, int64_t N) {
-  check_common(x, qs, d, bias, N, 512);
   return gemm<Format::Q8>(x, qs, d, nullptr, bias, N);
 }
 
@@ -271,7 +300,7 @@ torch::Tensor dequantize(const torch::Tensor& qs, const torch::Tensor& d, const 
   torch::Tensor w = torch::empty({N, K}, torch::dtype(at::kBFloat16));
   at::BFloat16* out = w.data_ptr<at::BFloat16>();
   const uint8_t* q = qs.data_ptr<uint8_t>();
-  const at::Half* dp = d.data_ptr<at::Half>();
+  const at::Half* dp = half_ptr(d);
   at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
     float vals[QK];
     for (int64_t g = g0; g < g1; ++g) {
@@ -306,14 +335,13 @@ torch::Tensor dequantize(const torch::Tensor& qs, const torch::Tensor& d, const 
 
 torch::Tensor q4_dequantize(const torch::Tensor& qs, const torch::Tensor& d, const torch::Tensor& m, int64_t N,
                             int64_t K) {
-  TORCH_CHECK(qs.is_contiguous() && d.is_contiguous() && m.is_contiguous(), "packed tensors must be contiguous");
-  TORCH_CHECK(qs.numel() == ((N + NR - 1) / NR) * (K / QK) * 256, "packed weights do not match N and K");
-  return dequantize<Format::Q4>(qs, d, m.data_ptr<at::Half>(), N, K);
+  check_packed(qs, d, N, K, 256);
+  TORCH_CHECK(m.scalar_type() == at::kShort && m.is_contiguous() && m.numel() == d.numel(), "mins do not match");
+  return dequantize<Format::Q4>(qs, d, half_ptr(m), N, K);
 }
 
 torch::Tensor q8_dequantize(const torch::Tensor& qs, const torch::Tensor& d, int64_t N, int64_t K) {
-  TORCH_CHECK(qs.is_contiguous() && d.is_contiguous(), "packed tensors must be contiguous");
-  TORCH_CHECK(qs.numel() == ((N + NR - 1) / NR) * (K / QK) * 512, "packed weights do not match N and K");
+  check_packed(qs, d, N, K, 512);
   return dequantize<Format::Q8>(qs, d, nullptr, N, K);
 }
 
