@@ -75,8 +75,10 @@ class Qwen2Attention(nn.Module):
         out = torch.empty_like(q)                                        # (N, heads, head_dim)
         num_decode = meta.num_decode
         if num_decode:
-            kd = self.k_cache[meta.decode_slots].transpose(1, 2)         # (D, kv_heads, L, head_dim)
-            vd = self.v_cache[meta.decode_slots].transpose(1, 2)
+            d, length = meta.decode_slots.shape
+            slots = meta.decode_slots.view(-1)                            # index_select: half the cost of k[slots]
+            kd = self.k_cache.index_select(0, slots).view(d, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+            vd = self.v_cache.index_select(0, slots).view(d, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
             out[:num_decode] = self._decode_attention(q[:num_decode], kd, vd, meta.decode_mask)
         for chunk in meta.prefills:
             s, e = chunk.start, chunk.start + chunk.length

@@ -12,8 +12,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)   # one fused op, in float32
-        return self.weight * normed.to(x.dtype)
+        # One fused op; it accumulates in float32 whatever x's dtype, like HF's explicit upcast, then
+        # rounds to x's dtype before the weight multiplies, as HF does.
+        return self.weight * F.rms_norm(x, (x.shape[-1],), eps=self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"

@@ -34,8 +34,9 @@ class RotaryEmbedding(nn.Module):
         """positions (...,) ; q (..., n_heads, head_dim) ; k (..., n_kv_heads, head_dim) -> rotated q, k."""
         if self._last is None or self._last[0] is not positions:
             cos_table, sin_table = self._tables(int(positions.max()) + 1, q.device)
-            cos = cos_table[positions].unsqueeze(-2)  # (..., 1, head_dim), broadcast over heads
-            sin = sin_table[positions].unsqueeze(-2)
+            # In the activations' dtype, as Hugging Face's Qwen2 rotates (and one cast per step, not per layer).
+            cos = cos_table[positions].unsqueeze(-2).to(q.dtype)  # (..., 1, head_dim), broadcast over heads
+            sin = sin_table[positions].unsqueeze(-2).to(q.dtype)
             self._last = (positions, cos, sin)
         _, cos, sin = self._last
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
@@ -45,7 +46,6 @@ class RotaryEmbedding(nn.Module):
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x32 = x.float()
-    half = x32.shape[-1] // 2
-    rotated_half = torch.cat([-x32[..., half:], x32[..., :half]], dim=-1)
-    return (x32 * cos + rotated_half * sin).to(x.dtype)
+    half = x.shape[-1] // 2
+    rotated_half = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated_half * sin
