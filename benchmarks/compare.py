@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lucid.bench.report import fmt, markdown_table
+from lucid.config import DEFAULT_QUANTIZATION
 
 STOP_TOKENS = (b"<|im_end|>", b"<|endoftext|>")  # Qwen's: 151645 and 151643 in the default model
 NO_EOS_BIAS = -1e4  # added to their logits: never chosen, so every system generates the same number of tokens
@@ -170,11 +171,7 @@ def _thread_env(threads: int) -> dict[str, str]:
 def serve_lucid(args: argparse.Namespace) -> dict[str, Any]:
     from lucid.bench.server import lucid_server
 
-    extra = []
-    if args.quantization != "none":
-        if not _serve_has_quantization():
-            return {"error": f"lucid serve has no --quantization option: {args.quantization} cannot be served"}
-        extra = ["--quantization", args.quantization]
+    extra = ["--quantization", args.quantization]
     return _serve(lucid_server(args.gguf, extra, env=_thread_env(args.threads)), args, extra_body=None)
 
 
@@ -193,15 +190,6 @@ def serve_llama(args: argparse.Namespace) -> dict[str, Any]:
         return {"error": "llama-cpp-python is not installed: pip install 'llama-cpp-python[server]'"}
     body = {"repeat_penalty": 1.0, "logit_bias": {str(eos): NO_EOS_BIAS for eos in stops}}
     return _serve(ServerProcess(command, health_path="/v1/models", env=_thread_env(args.threads)), args, body)
-
-
-def _serve_has_quantization() -> bool:
-    from lucid.server.cli_serve import add_serve_arguments
-
-    parser = argparse.ArgumentParser()
-    add_serve_arguments(parser)
-    _, unknown = parser.parse_known_args(["--quantization", "int8"])
-    return not unknown
 
 
 def _serve(server: Any, args: argparse.Namespace, extra_body: dict[str, Any] | None) -> dict[str, Any]:
@@ -289,7 +277,8 @@ def bandwidth_lines(results: dict[str, dict[str, Any]], bandwidth: float | None,
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip", default="", help="comma-separated peers to leave out: llama,transformers")
-    parser.add_argument("--quantization", default="none", help="lucid's weight format: none, int8, int4, mixed")
+    parser.add_argument("--quantization", default=DEFAULT_QUANTIZATION,
+                        help=f"lucid's weight format: none, int8, int4, mixed (default {DEFAULT_QUANTIZATION})")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every system")
     parser.add_argument("--runs", type=int, default=3, help="in-process runs; the median is reported (3)")
     parser.add_argument("--decode", type=int, default=256, help="decode tokens (256)")
