@@ -19,8 +19,8 @@ from lucid.config import DEFAULT_QUANTIZATION
 from lucid.llm import LLM
 
 
-def history_text(turns: int) -> list[dict]:
-    messages = [{"role": "system", "content": "You are a helpful assistant."}]
+def history_text(turns: int, system: str = "You are a helpful assistant.") -> list[dict]:
+    messages = [{"role": "system", "content": system}]
     for i in range(turns):
         messages.append({"role": "user", "content": f"Question {i}: describe step {i} of building a web server "
                                                     f"in Python, with the module names and one example line."})
@@ -56,7 +56,8 @@ def chunked_prefill(llm: LLM) -> None:
                            params)
     for _ in range(5):
         engine.step()                                      # the streams are decoding
-    long_ids = llm.encode_chat(history_text(26) + [{"role": "user", "content": f"Unique {time.time()}"}])
+    # A system prompt of its own, so nothing of this prompt is in the prefix cache.
+    long_ids = llm.encode_chat(history_text(26, system=f"You are assistant number {time.time()}."))
     engine.add_request("long", long_ids, SamplingParams(temperature=0, max_tokens=1))
     gaps, last = [], time.perf_counter()
     while "long" in engine.requests:
