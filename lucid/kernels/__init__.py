@@ -57,6 +57,18 @@ def _build_dir() -> Path:
     return root / "kernels" / f"torch{torch.__version__.replace('+', '_')}-{key}"
 
 
+def _put_ninja_on_path() -> None:
+    """PyTorch builds with `ninja` from PATH; the pip package (a dependency) lives in the venv, which a plain
+    `.venv/bin/python` does not put on PATH."""
+    try:
+        import ninja
+    except ImportError:
+        return
+    bin_dir = getattr(ninja, "BIN_DIR", None)
+    if bin_dir and bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
 def _load() -> Any:
     """The compiled extension, building it on first call; None (with the reason kept) where impossible."""
     global _ext, _error, _tried
@@ -76,6 +88,7 @@ def _load() -> Any:
 
                 build = _build_dir()
                 build.mkdir(parents=True, exist_ok=True)
+                _put_ninja_on_path()
                 _ext = cpp_extension.load(
                     name="lucid_qgemm", sources=[str(s) for s in _SOURCES], build_directory=str(build),
                     extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
