@@ -108,12 +108,28 @@ def test_shift_enter_is_a_new_line(page):
     assert page.locator(".msg").count() == 0
 
 
+def long_answer_prompt(server) -> str:
+    """A prompt whose greedy answer from the tiny random model runs on without an end token, so the request
+    is still running when the test looks (a short answer could end on its own before Stop is pressed)."""
+    for prompt in ("Tell me a very long story.", "Count to a thousand.", "Write an essay.", "Go on.", "Hello!",
+                   "What is this?", "Explain everything.", "More, please."):
+        reply = httpx.post(f"{server.url}/v1/chat/completions", headers=AUTH, timeout=120, json={
+            "model": "tiny", "messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_tokens": 400})
+        if reply.json()["choices"][0]["finish_reason"] == "length":
+            return prompt
+    pytest.fail("no candidate prompt gives the tiny model a long greedy answer")
+
+
 def test_stop_aborts_the_request_on_the_server(page, server):
+    prompt = long_answer_prompt(server)
     settings(page, temperature="0", max_tokens="3000")
-    send(page, "Tell me a very long story.")
+    send(page, prompt)
     page.wait_for_function("document.querySelectorAll('.msg[data-role=assistant] .tok').length >= 3")
     assert page.locator("#stop").is_visible() and not page.locator("#send").is_visible()
-    assert server.metrics(AUTH)["lucid_num_requests_running"] == 1
+    deadline = time.monotonic() + 5   # the gauge is the engine's view after its latest step
+    while (m := server.metrics(AUTH))["lucid_num_requests_running"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert m["lucid_num_requests_running"] == 1, (m, page.locator(".msg[data-role=assistant] .tok").count(), prompt)
     page.click("#stop")
     page.wait_for_function("document.querySelector('.msg[data-role=assistant] .meta').textContent.includes('stopped')")
     deadline = time.monotonic() + 15
