@@ -35,10 +35,6 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-# Qwen2's pre-tokenizer split (the GGUF says tokenizer.ggml.pre = "qwen2", so both loaders must split alike).
-QWEN2_SPLIT_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
 BPE_VOCAB_SIZE = 800
 VOCAB_MULTIPLE = 64
 
@@ -133,14 +129,14 @@ def corpus_lines() -> list[str]:
 
 def build_tokenizer() -> BackendTokenizer:
     """Train the byte-level BPE and append Qwen's special tokens after its vocabulary."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    from lucid.tokenizer.gguf_vocab import pre_tokenizer_for
 
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    # The GGUF says tokenizer.ggml.pre = "qwen2", so the HF folder must split exactly as that loader does.
+    tok.pre_tokenizer = pre_tokenizer_for("qwen2", "tiny model")
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB_SIZE, min_frequency=2, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
