@@ -55,3 +55,15 @@ def quantize_model(model: nn.Module, scheme: str) -> nn.Module:
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
     return model
+
+
+def fuse_and_quantize(model: nn.Module, scheme: str) -> nn.Module:
+    """The serving transform: fused projections, quantized weights. Layer by layer, so only one layer's float
+    copies exist at a time (peak memory stays near the float model's own size)."""
+    from lucid.fusion import fuse_projections
+
+    if scheme == "none":
+        return model
+    for layer in model.model.layers:
+        quantize_model(fuse_projections(layer), scheme)
+    return quantize_model(model, scheme)   # what is left: the lm_head

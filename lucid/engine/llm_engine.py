@@ -47,13 +47,12 @@ class LLMEngine:
     @classmethod
     def from_pretrained(cls, model: str | None = None, dtype: str = "bfloat16", device: str = "cpu",
                         engine_config: EngineConfig | None = None, quantization: str = "none") -> LLMEngine:
-        from lucid.fusion import fuse_projections
         from lucid.loader import load
-        from lucid.quantize import quantize_model
+        from lucid.quantize import fuse_and_quantize
 
         loaded = load(model, dtype=dtype, device=device)
-        if quantization != "none":  # the serving path; "none" keeps HF's modules for learners and references
-            quantize_model(fuse_projections(loaded.model), quantization)
+        # "none" keeps HF's separate modules for learners and references; the rest is the serving path.
+        fuse_and_quantize(loaded.model, quantization)
         return cls(loaded.model, loaded.tokenizer, loaded.config, engine_config or EngineConfig(),
                    loaded.generation_config, loaded.name, device)
 

@@ -94,10 +94,9 @@ def run_trace(args: argparse.Namespace) -> int:
     loaded = load(args.model, dtype=args.dtype)
     quantization = args.quantization or DEFAULT_QUANTIZATION
     if quantization != "none":  # the same weights `lucid generate` and `lucid serve` run by default
-        from lucid.fusion import fuse_projections
-        from lucid.quantize import quantize_model
+        from lucid.quantize import fuse_and_quantize
 
-        quantize_model(fuse_projections(loaded.model), quantization)
+        fuse_and_quantize(loaded.model, quantization)
     # Unset knobs take the model's generation_config defaults, exactly as the engine resolves them.
     params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                             max_tokens=args.steps).with_defaults(loaded.generation_config)
