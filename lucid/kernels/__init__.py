@@ -89,6 +89,8 @@ def _load() -> Any:
                 build = _build_dir()
                 build.mkdir(parents=True, exist_ok=True)
                 _put_ninja_on_path()
+                log.info("preparing lucid's CPU kernels in %s (compiled once per machine, ~30 s the first time)",
+                         build)
                 _ext = cpp_extension.load(
                     name="lucid_qgemm", sources=[str(s) for s in _SOURCES], build_directory=str(build),
                     extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
