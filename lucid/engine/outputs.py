@@ -33,7 +33,7 @@ class CompletionOutput:
     delta_text: str = ""                             # text added by the latest step
     delta_token_ids: list[int] = field(default_factory=list)
     delta_logprobs: list[TokenLogprob] | None = None  # logprobs of delta_token_ids (when requested)
-    logprobs: list[TokenLogprob] | None = None        # logprobs of every token so far (when requested)
+    logprobs: list[TokenLogprob] | None = None        # logprobs of every token, once finished (when requested)
     finish_reason: str | None = None                 # "stop" | "length" | "abort" | "error"
     stop_reason: int | str | None = None             # the stop token id or stop string that ended it
     error: str | None = None                         # set with finish_reason "error"

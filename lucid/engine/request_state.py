@@ -60,9 +60,10 @@ class CompletionState:
         self.emitted_tokens = len(tokens)
         logprobs = all_logprobs = None
         if self.seq.params.logprobs is not None:
-            all_logprobs = list(self.all_logprobs)   # a snapshot: the engine thread keeps appending
-            logprobs = all_logprobs[self.emitted_logprobs:]
-            self.emitted_logprobs = len(all_logprobs)
+            # The whole list only once finished: copying it every step would cost O(n^2) on a long stream.
+            all_logprobs = list(self.all_logprobs) if self.seq.is_finished else None
+            logprobs = self.all_logprobs[self.emitted_logprobs:]
+            self.emitted_logprobs = len(self.all_logprobs)
         return CompletionOutput(
             index=self.seq.index, text=self.text[:self.emitted], token_ids=list(tokens), delta_text=delta,
             delta_token_ids=delta_tokens, delta_logprobs=logprobs, logprobs=all_logprobs,

@@ -111,21 +111,14 @@ async def start_all(request: Request, gens: list[AsyncIterator[RequestOutput]]) 
 
 async def collect(first: RequestOutput, gen: AsyncIterator[RequestOutput]) -> tuple[RequestOutput, list[list]]:
     """Drain a request: its last output (full texts) and, per completion, all its token logprobs."""
-    logprobs: list[list] = [[] for _ in first.outputs]
     last = first
-    out = first
-    while True:
-        for c in out.outputs:
-            if c.delta_logprobs:
-                logprobs[c.index].extend(c.delta_logprobs)
-        last = out
-        if out.finished:
-            break
+    while not last.finished:
         try:
-            out = await anext(gen)
+            last = await anext(gen)
         except StopAsyncIteration:
             break
-    return last, logprobs
+    # A finished completion carries the logprobs of all its tokens (the engine keeps them).
+    return last, [c.logprobs or [] for c in last.outputs]
 
 
 async def collect_all(firsts: list[RequestOutput], gens: list[AsyncIterator[RequestOutput]]
