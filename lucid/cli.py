@@ -17,6 +17,8 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--quantization", "-q", default=None, choices=QUANTIZATION_SCHEMES,
                         help=f"weight format in memory (default: {DEFAULT_QUANTIZATION} on CPU, none on CUDA)")
+    parser.add_argument("--enforce-eager", action="store_true",
+                        help="run every step on the eager PyTorch model (no fused C++ decode step)")
 
 
 def _sampling_arguments(parser: argparse.ArgumentParser) -> None:

@@ -115,6 +115,9 @@ class EngineConfig:
     max_prefill_tokens_while_decoding: int = 32
     max_queue: int = 256              # waiting requests before new ones get 429
     enable_prefix_caching: bool = True
+    # Decode-only steps run the whole decoder stack in one C++ call (lucid/kernels/decode.h) when the model is
+    # quantized with lucid's kernels; True keeps every step on the eager PyTorch model (the reference path).
+    enforce_eager: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

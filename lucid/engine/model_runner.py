@@ -10,6 +10,7 @@ from lucid.config import EngineConfig, ModelConfig
 from lucid.engine.outputs import TopLogprob
 from lucid.engine.scheduler import ScheduledSeq, SchedulerOutput
 from lucid.engine.sequence import Sequence
+from lucid.kernels.fused import build_fused_decoder
 from lucid.layers.attention_metadata import AttentionMetadata, PrefillChunk
 from lucid.layers.sampler import SamplingTensors, sample
 from lucid.models.qwen2 import Qwen2ForCausalLM
@@ -47,6 +48,7 @@ class ModelRunner:
             layer.self_attn.k_cache = self.k_pool[i]
             layer.self_attn.v_cache = self.v_pool[i]
         self.generators: dict[int, torch.Generator] = {}   # seq_id -> its own generator (seeded requests)
+        self.fused_decoder = None if engine_config.enforce_eager else build_fused_decoder(model, device)
 
     # ---- batch building --------------------------------------------------------------------------
     def _slots(self, block_table: list[int], start: int, end: int) -> list[int]:
@@ -96,6 +98,22 @@ class ModelRunner:
             return decode_slots, None                                                        # nothing padded
         mask = pos.unsqueeze(0) < torch.tensor(lengths, device=self.device).unsqueeze(1)    # (D, L)
         return decode_slots, mask
+
+    def _fused_decode(self, items: list[ScheduledSeq]) -> torch.Tensor:
+        """A decode-only step through the fused C++ decoder: each sequence's newest token over its block table."""
+        ids, positions, slots, lengths = [], [], [], []
+        for item in items:
+            seq, p = item.seq, item.seq.num_computed_tokens
+            ids.append(seq.token_ids[p])
+            positions.append(p)
+            slots.append(seq.block_table[p // self.block_size] * self.block_size + p % self.block_size)
+            lengths.append(p + 1)
+        max_blocks = -(-max(lengths) // self.block_size)
+        tables = [it.seq.block_table[:max_blocks] + [0] * (max_blocks - len(it.seq.block_table)) for it in items]
+        hidden = self.model.model.embed_tokens(torch.tensor(ids))        # (D, hidden)
+        return self.fused_decoder.forward(
+            hidden, torch.tensor(positions), torch.tensor(slots), torch.tensor(tables, dtype=torch.int32),
+            torch.tensor(lengths, dtype=torch.int32), self.block_size)
 
     def _sampling_tensors(self, seqs: list[Sequence], eos_ids: list[int]) -> SamplingTensors:
         vocab = self.config.vocab_size
@@ -154,8 +172,11 @@ class ModelRunner:
     @torch.inference_mode()
     def run(self, sched: SchedulerOutput, eos_ids: list[int]) -> dict[int, SampledToken]:
         """One batched forward for the scheduled tokens; a next token for each sequence that reached its end."""
-        ids, positions, meta = self.prepare(sched)
-        hidden = self.model.model(ids, positions, meta)                  # (N, hidden)
+        if self.fused_decoder is not None and sched.decode and not sched.prefill:
+            hidden = self._fused_decode(sched.decode)                    # (D, hidden), one C++ call
+        else:
+            ids, positions, meta = self.prepare(sched)
+            hidden = self.model.model(ids, positions, meta)              # (N, hidden)
         items = sched.all
         last_index, sampling = [], []
         offset = 0

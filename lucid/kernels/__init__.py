@@ -1,4 +1,5 @@
-"""lucid's own CPU kernels: weight-only quantized matmul for decode on AVX-512 VNNI (see qgemm.cpp).
+"""lucid's own CPU kernels on AVX-512 VNNI: weight-only quantized matmul (qgemm.h) and the fused decode step of
+the whole decoder stack (decode.h, used through `lucid.kernels.fused`).
 
 The C++ extension is compiled on first use (about a minute, once per machine and torch version) into
 `$LUCID_CACHE_DIR/kernels` (default `~/.cache/lucid/kernels`), never at `import lucid`. Where the CPU lacks the
@@ -30,7 +31,9 @@ QK = 32           # weights and activations per quantization block along K
 GROUP_ROWS = 16   # output rows interleaved together (one per int32 lane of an AVX-512 register)
 _PACK_CHUNK_ROWS = 8192  # rows packed at a time, to bound the float temporaries for a 150k-row lm_head
 
-_SOURCES = [Path(__file__).with_name("qgemm.cpp")]
+_HERE = Path(__file__).parent
+_SOURCES = [_HERE / name for name in ("qgemm.cpp", "decode.cpp", "module.cpp")]
+_HEADERS = [_HERE / name for name in ("qgemm.h", "decode.h", "ops.h")]
 _REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni")
 
 _lock = threading.Lock()
@@ -52,8 +55,12 @@ def _cpu_flags() -> set[str]:
 
 def _build_dir() -> Path:
     root = Path(os.environ.get("LUCID_CACHE_DIR") or Path.home() / ".cache" / "lucid").expanduser()
-    # -march=native code is only valid on this kind of CPU: key the folder on the CPU flags and torch version.
-    key = hashlib.sha1(" ".join(sorted(_cpu_flags())).encode()).hexdigest()[:10]
+    # -march=native code is only valid on this kind of CPU: key the folder on the CPU flags and torch version,
+    # and on the sources and headers (PyTorch's own rebuild check looks at the .cpp files only).
+    digest = hashlib.sha1(" ".join(sorted(_cpu_flags())).encode())
+    for path in _SOURCES + _HEADERS:
+        digest.update(path.read_bytes())
+    key = digest.hexdigest()[:10]
     return root / "kernels" / f"torch{torch.__version__.replace('+', '_')}-{key}"
 
 
@@ -92,7 +99,7 @@ def _load() -> Any:
                 log.info("preparing lucid's CPU kernels in %s (compiled once per machine, ~30 s the first time)",
                          build)
                 _ext = cpp_extension.load(
-                    name="lucid_qgemm", sources=[str(s) for s in _SOURCES], build_directory=str(build),
+                    name="lucid_kernels", sources=[str(s) for s in _SOURCES], build_directory=str(build),
                     extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
             except Exception as exc:  # compiler missing, build error: lucid must still run on PyTorch's kernels
                 _error = f"could not build the kernels: {type(exc).__name__}: {str(exc).strip()[-500:]}"

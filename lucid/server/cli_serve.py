@@ -58,6 +58,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {EngineConfig.max_num_batched_tokens})")
     parser.add_argument("--no-prefix-caching", dest="enable_prefix_caching", action="store_false",
                         help="do not share KV blocks between requests with the same prefix")
+    parser.add_argument("--enforce-eager", action="store_true",
+                        help="run every step on the eager PyTorch model (no fused C++ decode step); slower, "
+                             "for comparison and debugging")
     parser.add_argument("--allowed-origins", nargs="+", default=None, metavar="ORIGIN",
                         help="enable CORS for these origins ('*' for any); off by default")
     parser.add_argument("--max-body-bytes", type=parse_size, default=DEFAULT_MAX_BODY_BYTES, metavar="SIZE",
@@ -74,6 +77,7 @@ def engine_config_from_args(args: argparse.Namespace, device: str = "cpu") -> En
         if getattr(args, name, None) is not None:
             limits[name] = getattr(args, name)
     limits["enable_prefix_caching"] = getattr(args, "enable_prefix_caching", True)
+    limits["enforce_eager"] = getattr(args, "enforce_eager", False)
     return EngineConfig(**limits)
 
 

@@ -1,0 +1,298 @@
+// The fused decode step (see decode.h). Float32 activations throughout; the K/V pool keeps the model's dtype.
+
+#include "decode.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "ops.h"
+
+namespace lucid {
+
+namespace {
+
+// e^x for 16 floats: 2^n * e^r with n = round(x / ln 2) and |r| <= ln 2 / 2, e^r by its Taylor series to degree 6
+// (relative error ~2e-7, below float32's own rounding of the inputs we see).
+inline __m512 exp16(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.4426950408889634f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.6931471805599453f), x);
+  __m512 p = _mm512_set1_ps(1.0f / 720);
+  for (float c : {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+  return _mm512_scalef_ps(p, n);
+}
+
+inline __mmask16 tail_mask(int64_t remaining) {
+  return remaining >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << remaining) - 1);
+}
+
+// out = x / rms(x) * weight, for each of `rows` rows of `width`.
+void rms_norm(const float* x, const float* weight, int64_t rows, int64_t width, float eps, float* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * width;
+    double sum_sq = 0;
+    for (int64_t i = 0; i < width; ++i) sum_sq += static_cast<double>(xr[i]) * xr[i];
+    const float inv = static_cast<float>(1.0 / std::sqrt(sum_sq / width + eps));
+    for (int64_t i = 0; i < width; ++i) out[r * width + i] = xr[i] * inv * weight[i];
+  }
+}
+
+// gate_up rows hold [gate (width) | up (width)]; act = silu(gate) * up = gate * up / (1 + e^-gate).
+void silu_mul(const float* gate_up, int64_t rows, int64_t width, float* act) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* g = gate_up + r * 2 * width;
+    const float* u = g + width;
+    for (int64_t i = 0; i < width; i += 16) {
+      const __mmask16 mask = tail_mask(width - i);
+      const __m512 gv = _mm512_maskz_loadu_ps(mask, g + i);
+      const __m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv))));
+      _mm512_mask_storeu_ps(act + r * width + i, mask,
+                            _mm512_mul_ps(_mm512_mul_ps(gv, sig), _mm512_maskz_loadu_ps(mask, u + i)));
+    }
+  }
+}
+
+// Rotary embedding, "rotate half": (x[i], x[i + half]) turns by the angle of pair i, in place for `heads` heads.
+void rotate(float* x, int64_t heads, int64_t head_dim, const float* cos, const float* sin) {
+  const int64_t half = head_dim / 2;
+  for (int64_t h = 0; h < heads; ++h) {
+    float* v = x + h * head_dim;
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = v[i], b = v[i + half];
+      v[i] = a * cos[i] - b * sin[i];
+      v[i + half] = b * cos[i] + a * sin[i];
+    }
+  }
+}
+
+inline float dot(const float* q, const float* k, int64_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) acc = _mm512_fmadd_ps(load16(q + i), load16(k + i), acc);
+  return _mm512_reduce_add_ps(acc);
+}
+
+inline float dot(const float* q, const at::BFloat16* k, int64_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) acc = _mm512_fmadd_ps(load16(q + i), load16(k + i), acc);
+  return _mm512_reduce_add_ps(acc);
+}
+
+// softmax of `n` scores in place.
+void softmax(float* s, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t p = 0; p < n; ++p) mx = std::max(mx, s[p]);
+  __m512 total = _mm512_setzero_ps();
+  for (int64_t p = 0; p < n; p += 16) {
+    const __mmask16 mask = tail_mask(n - p);
+    const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, s + p), _mm512_set1_ps(mx)));
+    _mm512_mask_storeu_ps(s + p, mask, e);
+    total = _mm512_mask_add_ps(total, mask, total, e);
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(total));
+  for (int64_t p = 0; p < n; p += 16) {
+    const __mmask16 mask = tail_mask(n - p);
+    _mm512_mask_storeu_ps(s + p, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, s + p), inv));
+  }
+}
+
+// One sequence's query heads that share KV head `g`, attending over its `len` cached positions.
+// q: (group, head_dim) float32, already rotated; out: (group, head_dim).
+template <typename T>
+void attend_group(const float* q, int64_t group, int64_t head_dim, const T* k_cache, const T* v_cache,
+                  int64_t kv_heads, int64_t g, const int32_t* table, int64_t block_size, int64_t len, float* out) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  std::vector<float> scores(group * len);  // (group, len)
+  std::vector<int64_t> rows(len);          // offset of position p's (slot, g) vector in the pool
+  for (int64_t p = 0; p < len; ++p) {
+    const int64_t slot = static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size;
+    rows[p] = (slot * kv_heads + g) * head_dim;
+  }
+  for (int64_t p = 0; p < len; ++p) {  // positions outer: each key is read once for all heads of the group
+    const T* k = k_cache + rows[p];
+    for (int64_t h = 0; h < group; ++h) scores[h * len + p] = dot(q + h * head_dim, k, head_dim) * scale;
+  }
+  for (int64_t h = 0; h < group; ++h) softmax(scores.data() + h * len, len);
+  std::fill(out, out + group * head_dim, 0.0f);
+  for (int64_t p = 0; p < len; ++p) {
+    const T* v = v_cache + rows[p];
+    for (int64_t i = 0; i < head_dim; i += 16) {
+      const __m512 vv = load16(v + i);
+      for (int64_t h = 0; h < group; ++h) {
+        float* o = out + h * head_dim + i;
+        _mm512_storeu_ps(o, _mm512_fmadd_ps(_mm512_set1_ps(scores[h * len + p]), vv, _mm512_loadu_ps(o)));
+      }
+    }
+  }
+}
+
+inline void store_row(float* dst, const float* src, int64_t n) { std::memcpy(dst, src, n * sizeof(float)); }
+inline void store_row(at::BFloat16* dst, const float* src, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) store16(dst + i, load16(src + i), tail_mask(n - i));
+}
+
+template <typename T>
+void write_kv_and_attend(const FusedLayer& layer, float* qkv, int64_t rows, int64_t qkv_width, int64_t num_heads,
+                         int64_t kv_heads, int64_t head_dim, const int64_t* slot_mapping, const int32_t* tables,
+                         int64_t max_blocks, const int32_t* context_lens, int64_t block_size, float* attn) {
+  T* k_cache = layer.k_cache.data_ptr<T>();
+  T* v_cache = layer.v_cache.data_ptr<T>();
+  const int64_t kv_width = kv_heads * head_dim, q_width = num_heads * head_dim;
+  for (int64_t r = 0; r < rows; ++r) {  // the new token's K/V first: it attends to itself
+    const float* row = qkv + r * qkv_width;
+    store_row(k_cache + slot_mapping[r] * kv_width, row + q_width, kv_width);
+    store_row(v_cache + slot_mapping[r] * kv_width, row + q_width + kv_width, kv_width);
+  }
+  const int64_t group = num_heads / kv_heads;
+  at::parallel_for(0, rows * kv_heads, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t r = t / kv_heads, g = t % kv_heads;
+      attend_group<T>(qkv + r * qkv_width + g * group * head_dim, group, head_dim, k_cache, v_cache, kv_heads, g,
+                      tables + r * max_blocks, block_size, context_lens[r], attn + r * q_width + g * group * head_dim);
+    }
+  });
+}
+
+void check_vector(const torch::Tensor& t, int64_t n, const char* what) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.numel() == n, what,
+              " must be a contiguous float32 vector of ", n);
+}
+
+}  // namespace
+
+PackedLinear::PackedLinear(const LinearSpec& spec) {
+  const auto& [fmt, qs_, d_, m_, bias_, n_] = spec;
+  TORCH_CHECK(fmt == "q4" || fmt == "q8", "format must be q4 or q8, got ", fmt);
+  format = fmt == "q4" ? Format::Q4 : Format::Q8;
+  qs = qs_;
+  d = d_;
+  n = n_;
+  TORCH_CHECK(qs.dim() == 3, "packed weights must be (groups, blocks, bytes)");
+  k = qs.size(1) * QK;
+  check_packed(qs, d, n, k, format == Format::Q4 ? 256 : 512);
+  if (format == Format::Q4) {
+    TORCH_CHECK(m_ && m_->scalar_type() == at::kShort && m_->numel() == d.numel() && m_->is_contiguous(),
+                "Q4 needs int16 mins shaped like the scales");
+    m = *m_;
+  }
+  if (bias_ && bias_->defined()) {
+    check_vector(*bias_, n, "bias");
+    bias = *bias_;
+  }
+}
+
+void PackedLinear::apply(const float* x, int64_t rows, float* y) const {
+  const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  if (format == Format::Q4) {
+    gemm_impl<Format::Q4>(x, rows, k, qs.data_ptr<uint8_t>(), half_ptr(d), half_ptr(m), b, y, n);
+  } else {
+    gemm_impl<Format::Q8>(x, rows, k, qs.data_ptr<uint8_t>(), half_ptr(d), nullptr, b, y, n);
+  }
+}
+
+FusedDecoder::FusedDecoder(int64_t hidden, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                           int64_t intermediate, double rms_eps, double rope_theta, const torch::Tensor& final_norm)
+    : hidden_(hidden), num_heads_(num_heads), num_kv_heads_(num_kv_heads), head_dim_(head_dim),
+      intermediate_(intermediate), rms_eps_(static_cast<float>(rms_eps)), final_norm_(final_norm) {
+  TORCH_CHECK(head_dim % 16 == 0, "head_dim must be a multiple of 16, got ", head_dim);
+  TORCH_CHECK(num_kv_heads > 0 && num_heads % num_kv_heads == 0, "heads must be a multiple of kv heads");
+  check_vector(final_norm, hidden, "final_norm");
+  for (int64_t i = 0; i < head_dim / 2; ++i) inv_freq_.push_back(1.0 / std::pow(rope_theta, 2.0 * i / head_dim));
+}
+
+void FusedDecoder::add_layer(const torch::Tensor& input_norm, const torch::Tensor& post_norm, const LinearSpec& qkv,
+                             const LinearSpec& o, const LinearSpec& gate_up, const LinearSpec& down,
+                             const torch::Tensor& k_cache, const torch::Tensor& v_cache) {
+  FusedLayer layer{input_norm, post_norm, PackedLinear(qkv), PackedLinear(o), PackedLinear(gate_up),
+                   PackedLinear(down), k_cache, v_cache};
+  check_vector(input_norm, hidden_, "input_norm");
+  check_vector(post_norm, hidden_, "post_norm");
+  const int64_t q_width = num_heads_ * head_dim_, kv_width = num_kv_heads_ * head_dim_;
+  TORCH_CHECK(layer.qkv.k == hidden_ && layer.qkv.n == q_width + 2 * kv_width, "qkv must be (q+2kv, hidden)");
+  TORCH_CHECK(layer.o.k == q_width && layer.o.n == hidden_, "o must be (hidden, heads*head_dim)");
+  TORCH_CHECK(layer.gate_up.k == hidden_ && layer.gate_up.n == 2 * intermediate_, "gate_up must be (2I, hidden)");
+  TORCH_CHECK(layer.down.k == intermediate_ && layer.down.n == hidden_, "down must be (hidden, I)");
+  for (const auto* cache : {&k_cache, &v_cache}) {
+    TORCH_CHECK(cache->dim() == 3 && cache->size(1) == num_kv_heads_ && cache->size(2) == head_dim_ &&
+                    cache->is_contiguous(), "caches must be contiguous (slots, kv_heads, head_dim)");
+    TORCH_CHECK(cache->scalar_type() == at::kFloat || cache->scalar_type() == at::kBFloat16,
+                "caches must be float32 or bfloat16");
+    TORCH_CHECK(cache->scalar_type() == k_cache.scalar_type(), "K and V caches must share a dtype");
+  }
+  layers_.push_back(std::move(layer));
+}
+
+torch::Tensor FusedDecoder::forward(const torch::Tensor& hidden, const torch::Tensor& positions,
+                                    const torch::Tensor& slot_mapping, const torch::Tensor& block_tables,
+                                    const torch::Tensor& context_lens, int64_t block_size) const {
+  TORCH_CHECK(hidden.dim() == 2 && hidden.size(1) == hidden_, "hidden must be (rows, ", hidden_, ")");
+  const int64_t rows = hidden.size(0);
+  TORCH_CHECK(positions.scalar_type() == at::kLong && positions.numel() == rows, "positions: int64 (rows,)");
+  TORCH_CHECK(slot_mapping.scalar_type() == at::kLong && slot_mapping.numel() == rows, "slot_mapping: int64 (rows,)");
+  TORCH_CHECK(block_tables.scalar_type() == at::kInt && block_tables.dim() == 2 && block_tables.size(0) == rows,
+              "block_tables: int32 (rows, max_blocks)");
+  TORCH_CHECK(context_lens.scalar_type() == at::kInt && context_lens.numel() == rows, "context_lens: int32 (rows,)");
+  const torch::Tensor pos = positions.contiguous(), slots = slot_mapping.contiguous();
+  const torch::Tensor tables = block_tables.contiguous(), lens = context_lens.contiguous();
+  const int64_t max_blocks = tables.size(1);
+  TORCH_CHECK(!layers_.empty() && block_size >= 1, "no layers added, or block_size < 1");
+  const int64_t pool_slots = layers_.front().k_cache.size(0);
+  for (int64_t r = 0; r < rows; ++r) {  // a bad table would read outside the pool: refuse before touching memory
+    const int64_t len = lens.data_ptr<int32_t>()[r];
+    TORCH_CHECK(len >= 1 && (len + block_size - 1) / block_size <= max_blocks, "context length out of range");
+    for (int64_t b = 0; b < (len + block_size - 1) / block_size; ++b) {
+      const int64_t block = tables.data_ptr<int32_t>()[r * max_blocks + b];
+      TORCH_CHECK(block >= 0 && (block + 1) * block_size <= pool_slots, "block table points outside the pool");
+    }
+    const int64_t slot = slots.data_ptr<int64_t>()[r];
+    TORCH_CHECK(slot >= 0 && slot < pool_slots, "slot_mapping points outside the pool");
+  }
+  torch::Tensor x = hidden.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true).contiguous();  // the residual
+  torch::Tensor out = torch::empty({rows, hidden_}, x.options());
+  if (rows == 0) return out;
+
+  const int64_t q_width = num_heads_ * head_dim_, kv_width = num_kv_heads_ * head_dim_;
+  const int64_t qkv_width = q_width + 2 * kv_width, half = head_dim_ / 2;
+  std::vector<float> normed(rows * hidden_), qkv(rows * qkv_width), attn(rows * q_width), proj(rows * hidden_);
+  std::vector<float> gate_up(rows * 2 * intermediate_), act(rows * intermediate_);
+  // cos/sin of each row's angles, shared by every layer: (rows, head_dim / 2)
+  std::vector<float> cos(rows * half), sin(rows * half);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < half; ++i) {
+      const double angle = static_cast<double>(pos.data_ptr<int64_t>()[r]) * inv_freq_[i];
+      cos[r * half + i] = static_cast<float>(std::cos(angle));
+      sin[r * half + i] = static_cast<float>(std::sin(angle));
+    }
+  }
+  float* xs = x.data_ptr<float>();
+  for (const FusedLayer& layer : layers_) {
+    rms_norm(xs, layer.input_norm.data_ptr<float>(), rows, hidden_, rms_eps_, normed.data());
+    layer.qkv.apply(normed.data(), rows, qkv.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = qkv.data() + r * qkv_width;
+      rotate(row, num_heads_, head_dim_, &cos[r * half], &sin[r * half]);               // q
+      rotate(row + q_width, num_kv_heads_, head_dim_, &cos[r * half], &sin[r * half]);  // k
+    }
+    if (layer.k_cache.scalar_type() == at::kBFloat16) {
+      write_kv_and_attend<at::BFloat16>(layer, qkv.data(), rows, qkv_width, num_heads_, num_kv_heads_, head_dim_,
+                                        slots.data_ptr<int64_t>(), tables.data_ptr<int32_t>(), max_blocks,
+                                        lens.data_ptr<int32_t>(), block_size, attn.data());
+    } else {
+      write_kv_and_attend<float>(layer, qkv.data(), rows, qkv_width, num_heads_, num_kv_heads_, head_dim_,
+                                 slots.data_ptr<int64_t>(), tables.data_ptr<int32_t>(), max_blocks,
+                                 lens.data_ptr<int32_t>(), block_size, attn.data());
+    }
+    layer.o.apply(attn.data(), rows, proj.data());
+    for (int64_t i = 0; i < rows * hidden_; ++i) xs[i] += proj[i];
+    rms_norm(xs, layer.post_norm.data_ptr<float>(), rows, hidden_, rms_eps_, normed.data());
+    layer.gate_up.apply(normed.data(), rows, gate_up.data());
+    silu_mul(gate_up.data(), rows, intermediate_, act.data());
+    layer.down.apply(act.data(), rows, proj.data());
+    for (int64_t i = 0; i < rows * hidden_; ++i) xs[i] += proj[i];
+  }
+  rms_norm(xs, final_norm_.data_ptr<float>(), rows, hidden_, rms_eps_, out.data_ptr<float>());
+  return out;
+}
+
+}  // namespace lucid

@@ -1,0 +1,66 @@
+"""The fused decode step: hand a fused, quantized Qwen2 to the C++ `FusedDecoder` (decode.h) once, then run a
+whole decode step's decoder stack in one call.
+
+The eager model stays the reference and runs everything else (prefill, mixed steps, `--enforce-eager`); this path
+only takes steps where every sequence decodes one token, which is where per-op overhead dominates.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from lucid import kernels
+from lucid.kernels.linear import Q4Linear, _QuantLinear
+from lucid.models.qwen2 import Qwen2ForCausalLM
+
+log = logging.getLogger(__name__)
+
+
+def _linear_spec(layer: Any) -> tuple:
+    """(format, qs, d, m or None, float32 bias or None, out_features), as FusedDecoder.add_layer takes it."""
+    if isinstance(layer, Q4Linear):
+        return ("q4", layer.qweight, layer.scales, layer.mins, layer.bias_f32, layer.out_features)
+    return ("q8", layer.qweight, layer.scales, None, layer.bias_f32, layer.out_features)
+
+
+def why_not_fused(model: Qwen2ForCausalLM, device: torch.device) -> str | None:
+    """None when the fused decode step can run this model; otherwise the reason it cannot."""
+    if device.type != "cpu":
+        return f"it is CPU-only (device {device})"
+    if not kernels.available():
+        return f"lucid's kernels are unavailable ({kernels.unavailable_reason()})"
+    if model.config.head_dim % 16:
+        return f"head_dim {model.config.head_dim} is not a multiple of 16"
+    for i, layer in enumerate(model.model.layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        parts = [attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj]
+        if not all(isinstance(p, _QuantLinear) for p in parts):
+            return f"layer {i} is not fused and quantized with lucid's kernels (use --quantization int8/int4/mixed)"
+    return None
+
+
+def build_fused_decoder(model: Qwen2ForCausalLM, device: torch.device) -> Any | None:
+    """A FusedDecoder over the model's weights and its layers' bound KV caches, or None (reason logged)."""
+    reason = why_not_fused(model, device)
+    if reason is not None:
+        log.info("fused decode step off: %s; decode runs eagerly", reason)
+        return None
+    cfg = model.config
+
+    def f32(norm: torch.nn.Module) -> torch.Tensor:
+        return norm.weight.detach().float().contiguous()
+
+    decoder = kernels.ext().FusedDecoder(cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads,
+                                         cfg.head_dim, cfg.intermediate_size, cfg.rms_norm_eps, cfg.rope_theta,
+                                         f32(model.model.norm))
+    for layer in model.model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        decoder.add_layer(f32(layer.input_layernorm), f32(layer.post_attention_layernorm),
+                          _linear_spec(attn.qkv_proj), _linear_spec(attn.o_proj),
+                          _linear_spec(mlp.gate_up_proj), _linear_spec(mlp.down_proj),
+                          attn.k_cache, attn.v_cache)
+    return decoder
+

@@ -1,0 +1,105 @@
+"""The fused C++ decode step (lucid/kernels/decode.h) against the eager model it stands in for.
+
+Both engines get the same fused, quantized tiny model (separate copies: a runner binds its KV pool to the layers).
+In float32 the two paths do the same math up to summation order, so greedy tokens and logprobs must agree; the
+batches below mix context lengths, blocks shared through the prefix cache and preempted sequences.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lucid import kernels
+from lucid.fusion import fuse_projections
+from lucid.kernels.fused import why_not_fused
+from lucid.quantize import quantize_model
+from lucid.sampling_params import SamplingParams
+from tests.engine_fixtures import run_all, tiny_engine, tiny_model
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason=f"lucid kernels: {kernels.unavailable_reason()}")
+
+
+def quantized_tiny(dtype: torch.dtype, scheme: str = "mixed"):
+    return quantize_model(fuse_projections(tiny_model(dtype)), scheme)
+
+
+def fused_and_eager(dtype: torch.dtype, **config):
+    fused = tiny_engine(quantized_tiny(dtype), **config)
+    eager = tiny_engine(quantized_tiny(dtype), enforce_eager=True, **config)
+    assert fused.runner.fused_decoder is not None and eager.runner.fused_decoder is None
+    return fused, eager
+
+
+def count_fused_steps(engine) -> list[int]:
+    """Wrap the runner's fused call to count the decode steps that took it."""
+    calls = [0]
+    original = engine.runner._fused_decode
+
+    def counting(items):
+        calls[0] += 1
+        return original(items)
+
+    engine.runner._fused_decode = counting
+    return calls
+
+
+PROMPTS = [[1, 2, 3, 4, 5, 6, 7, 8, 9], [9, 8, 7], [5] * 21, [1, 2, 3, 4, 5, 6, 7, 8, 40, 41], [3, 1, 4, 1, 5, 9, 2, 6]]
+
+
+def test_fused_matches_eager_in_float32():
+    fused, eager = fused_and_eager(torch.float32)
+    calls = count_fused_steps(fused)
+    params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True, logprobs=3)
+    got, want = run_all(fused, PROMPTS, params), run_all(eager, PROMPTS, params)
+    assert calls[0] >= 20, "decode steps did not go through the fused path"
+    for g, w in zip(got, want):
+        assert g.outputs[0].token_ids == w.outputs[0].token_ids
+        got_lp = torch.tensor([t.logprob for t in g.outputs[0].logprobs])
+        want_lp = torch.tensor([t.logprob for t in w.outputs[0].logprobs])
+        torch.testing.assert_close(got_lp, want_lp, atol=2e-3, rtol=0)
+
+
+def test_fused_matches_eager_under_preemption_and_prefix_sharing():
+    # A pool of 12 blocks of 4 tokens cannot hold 5 sequences of ~40 tokens: the scheduler preempts and recomputes.
+    fused, eager = fused_and_eager(torch.float32, kv_cache_memory=12 * 4 * 2 * 2 * 2 * 16 * 4)
+    shared = [7, 7, 1, 2, 3, 4, 5, 6]  # two full blocks shared through the prefix cache
+    prompts = [shared + [10 + i] for i in range(5)]
+    params = SamplingParams(temperature=0, max_tokens=30, ignore_eos=True)
+    got = [o.outputs[0].token_ids for o in run_all(fused, prompts, params)]
+    want = [o.outputs[0].token_ids for o in run_all(eager, prompts, params)]
+    assert fused.scheduler.num_preemptions > 0
+    assert got == want
+
+
+def test_fused_bfloat16_stays_close_to_eager():
+    # bf16: the eager path rounds activations to bf16 between ops, the fused path keeps float32, so only the first
+    # tokens' distributions are compared, loosely.
+    fused, eager = fused_and_eager(torch.bfloat16)
+    params = SamplingParams(temperature=0, max_tokens=4, ignore_eos=True, logprobs=1)
+    got, want = run_all(fused, PROMPTS, params), run_all(eager, PROMPTS, params)
+    agree = sum(g.outputs[0].token_ids[:2] == w.outputs[0].token_ids[:2] for g, w in zip(got, want))
+    assert agree >= len(PROMPTS) - 1
+    for g, w in zip(got, want):
+        assert abs(g.outputs[0].logprobs[1].logprob - w.outputs[0].logprobs[1].logprob) < 0.15 or \
+            g.outputs[0].token_ids[1] != w.outputs[0].token_ids[1]
+
+
+def test_fused_step_refuses_bad_tables_instead_of_reading_outside_the_pool():
+    fused, _ = fused_and_eager(torch.float32)
+    decoder = fused.runner.fused_decoder
+    hidden = torch.zeros(1, 64)
+    one = torch.tensor([0])
+    with pytest.raises(RuntimeError, match="outside the pool"):
+        decoder.forward(hidden, one, one, torch.tensor([[10_000]], dtype=torch.int32),
+                        torch.tensor([1], dtype=torch.int32), 4)
+    with pytest.raises(RuntimeError, match="context length"):
+        decoder.forward(hidden, one, one, torch.tensor([[0]], dtype=torch.int32),
+                        torch.tensor([9], dtype=torch.int32), 4)
+
+
+def test_why_not_fused_names_the_reason():
+    float_model = fuse_projections(tiny_model(torch.float32))
+    assert "quantized" in why_not_fused(float_model, torch.device("cpu"))
+    assert "CPU-only" in why_not_fused(quantized_tiny(torch.float32), torch.device("cuda"))
+    assert why_not_fused(quantized_tiny(torch.float32, "int4"), torch.device("cpu")) is None
