@@ -24,13 +24,14 @@ def real_gguf_path():
 _llms: dict[str, object] = {}
 
 
-def shared_llm(dtype: str):
-    """One LLM per dtype for the whole session: loading the real model is the slow part of these tests."""
-    if dtype not in _llms:
+def shared_llm(dtype: str, quantization: str = "none"):
+    """One LLM per dtype and weight format for the whole session: loading the real model is the slow part."""
+    key = f"{dtype}:{quantization}"
+    if key not in _llms:
         from lucid import LLM
 
-        _llms[dtype] = LLM(None, dtype=dtype)
-    return _llms[dtype]
+        _llms[key] = LLM(None, dtype=dtype, quantization=quantization)
+    return _llms[key]
 
 
 @pytest.fixture(scope="session")

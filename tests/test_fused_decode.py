@@ -103,3 +103,40 @@ def test_why_not_fused_names_the_reason():
     assert "quantized" in why_not_fused(float_model, torch.device("cpu"))
     assert "CPU-only" in why_not_fused(quantized_tiny(torch.float32), torch.device("cuda"))
     assert why_not_fused(quantized_tiny(torch.float32, "int4"), torch.device("cpu")) is None
+
+
+# ---- the real model, with lucid's default weights ----------------------------------------------------------------
+
+REAL_PROMPTS = ["<|im_start|>user\nWrite a Python function that checks whether a number is prime.<|im_end|>\n"
+                "<|im_start|>assistant\n",
+                "<|im_start|>user\n详细介绍下你自己。<|im_end|>\n<|im_start|>assistant\n",
+                "The capital of France is"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_real_model_fused_decode_agrees_with_eager_tie_aware():
+    """Same mixed weights, fused vs eager decode: the same greedy tokens up to a near-tie, close logprobs.
+
+    The eager bf16 path rounds activations to bf16 between ops and the fused path keeps float32, so a greedy
+    answer may part ways only where the top two tokens are nearly tied."""
+    from tests.conftest import shared_llm
+
+    llm = shared_llm("bfloat16", "mixed")
+    runner = llm.engine.runner
+    assert runner.fused_decoder is not None
+    params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True, logprobs=2)
+    fused = llm.generate(REAL_PROMPTS, params)
+    decoder, runner.fused_decoder = runner.fused_decoder, None
+    try:
+        eager = llm.generate(REAL_PROMPTS, params)
+    finally:
+        runner.fused_decoder = decoder
+    for f, e in zip(fused, eager):
+        got, want = f.outputs[0], e.outputs[0]
+        same = next((i for i, (a, b) in enumerate(zip(got.token_ids, want.token_ids)) if a != b), len(got.token_ids))
+        for a, b in zip(got.logprobs[:same], want.logprobs[:same]):
+            assert abs(a.logprob - b.logprob) < 0.25
+        if same < len(got.token_ids):
+            top = got.logprobs[same].top
+            assert top[0].logprob - top[1].logprob < 0.25, f"parted at token {same} without a near-tie"
