@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 from lucid.config import QUANTIZATION_SCHEMES as SCHEMES
+from lucid.config import ModelConfig
+from lucid.errors import ModelLoadError
 from lucid.layers.quantized_linear import Int4Linear, Int8Linear
+from lucid.models.qwen2 import Qwen2ForCausalLM
 
 GATE_UP_LAYERS = ("gate_proj", "up_proj", "gate_up_proj")
 
@@ -67,3 +72,54 @@ def fuse_and_quantize(model: nn.Module, scheme: str) -> nn.Module:
     for layer in model.model.layers:
         quantize_model(fuse_projections(layer), scheme)
     return quantize_model(model, scheme)   # what is left: the lm_head
+
+
+def can_pack() -> bool:
+    """Whether quantized layers are lucid's kernel layers, whose packed tensors the packed-weights cache keeps."""
+    from lucid import kernels
+
+    return kernels.available()
+
+
+def packed_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What `packed_model` rebuilds the model from: its state dict (a tied head once, as the embedding)."""
+    state = model.state_dict()
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    return state
+
+
+def packed_model(config: ModelConfig, tensors: Mapping[str, torch.Tensor], scheme: str, dtype: torch.dtype,
+                 source: str = "packed weights") -> Qwen2ForCausalLM:
+    """The fused, quantized model straight from `packed_state` tensors: no float copy of a quantized matrix is
+    ever made. Raises ModelLoadError when the tensors do not fit the config and scheme."""
+    from lucid.fusion import fuse_projections
+    from lucid.kernels.linear import Q4Linear, Q8Linear
+
+    classes = {"int4": Q4Linear, "int8": Q8Linear}
+    with torch.device("meta"):
+        model = fuse_projections(Qwen2ForCausalLM(config))
+    embed = model.model.embed_tokens
+    try:
+        for name, module in list(model.named_modules()):
+            if not isinstance(module, nn.Linear) or module.weight is embed.weight:
+                continue
+            fmt = layer_format(name, scheme)
+            if fmt == "none":
+                raise ModelLoadError(f"{source}: scheme {scheme!r} keeps {name} in float; nothing to unpack")
+            cls = classes[fmt]
+            packed = tuple(tensors[f"{name}.{b}"] for b in cls.buffer_names)
+            bias = tensors[f"{name}.bias"] if module.bias is not None else None
+            new = cls.from_packed(packed, bias, module.out_features, module.in_features, dtype)
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+        floats = {name: nn.Parameter(tensors[name].to(dtype), requires_grad=False)
+                  for name, p in model.named_parameters() if p.is_meta}
+    except KeyError as exc:
+        raise ModelLoadError(f"{source}: tensor {exc.args[0]} is missing") from None
+    model.load_state_dict(floats, strict=False, assign=True)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    if any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
+        raise ModelLoadError(f"{source}: some tensors of the model were not in the packed weights")
+    return model.eval()

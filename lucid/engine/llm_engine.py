@@ -47,12 +47,10 @@ class LLMEngine:
     @classmethod
     def from_pretrained(cls, model: str | None = None, dtype: str = "bfloat16", device: str = "cpu",
                         engine_config: EngineConfig | None = None, quantization: str = "none") -> LLMEngine:
-        from lucid.loader import load
-        from lucid.quantize import fuse_and_quantize
+        from lucid.loader.load import load_quantized
 
-        loaded = load(model, dtype=dtype, device=device)
         # "none" keeps HF's separate modules for learners and references; the rest is the serving path.
-        fuse_and_quantize(loaded.model, quantization)
+        loaded = load_quantized(model, quantization, dtype=dtype, device=device)
         return cls(loaded.model, loaded.tokenizer, loaded.config, engine_config or EngineConfig(),
                    loaded.generation_config, loaded.name, device)
 

@@ -21,15 +21,36 @@ PREFILL_ROWS: int | None = None
 
 class _QuantLinear(nn.Module):
     fmt = ""
+    buffer_names: tuple[str, ...] = ()   # the packed tensors, in the order `pack` returns them
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
         super().__init__()
         kernels.ext()  # fail early (RuntimeError with the reason) where the kernels cannot run
-        self.out_features, self.in_features = weight.shape
+        self._set_weights(weight.shape[0], weight.shape[1], bias, dtype, self.pack(weight))
+
+    @classmethod
+    def from_packed(cls, packed: tuple[torch.Tensor, ...], bias: torch.Tensor | None, out_features: int,
+                    in_features: int, dtype: torch.dtype) -> _QuantLinear:
+        """A layer over tensors packed earlier (the packed-weights cache), without the float weight."""
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        kernels.ext()
+        layer._set_weights(out_features, in_features, bias, dtype, packed)
+        return layer
+
+    @staticmethod
+    def pack(weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def _set_weights(self, out_features: int, in_features: int, bias: torch.Tensor | None, dtype: torch.dtype,
+                     packed: tuple[torch.Tensor, ...]) -> None:
+        self.out_features, self.in_features = out_features, in_features
         self.dtype = dtype
         self.bias = None if bias is None else nn.Parameter(bias.to(dtype), requires_grad=False)
         # The kernel adds a float32 bias in its epilogue (saves a separate elementwise op per call).
         self.register_buffer("bias_f32", None if bias is None else bias.float().contiguous(), persistent=False)
+        for name, tensor in zip(self.buffer_names, packed, strict=True):
+            self.register_buffer(name, tensor)
 
     def _kernel(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -58,13 +79,8 @@ class Q4Linear(_QuantLinear):
     """4-bit weights, blocks of 32 along K with a float16 scale and min each (4.5 bits a weight)."""
 
     fmt = "q4 g32"
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
-        super().__init__(weight, bias, dtype)
-        qs, d, m = kernels.pack_q4(weight)
-        self.register_buffer("qweight", qs)
-        self.register_buffer("scales", d)
-        self.register_buffer("mins", m)
+    buffer_names = ("qweight", "scales", "mins")
+    pack = staticmethod(kernels.pack_q4)
 
     def _kernel(self, x: torch.Tensor) -> torch.Tensor:
         b = self._buffers  # direct dict access: nn.Module.__getattr__ is slow on the per-token path
@@ -78,12 +94,8 @@ class Q8Linear(_QuantLinear):
     """8-bit symmetric weights, blocks of 32 along K with a float16 scale each (8.5 bits a weight)."""
 
     fmt = "q8 g32"
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
-        super().__init__(weight, bias, dtype)
-        qs, d = kernels.pack_q8(weight)
-        self.register_buffer("qweight", qs)
-        self.register_buffer("scales", d)
+    buffer_names = ("qweight", "scales")
+    pack = staticmethod(kernels.pack_q8)
 
     def _kernel(self, x: torch.Tensor) -> torch.Tensor:
         b = self._buffers

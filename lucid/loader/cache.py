@@ -99,7 +99,7 @@ def save_prepared(entry: Path, gguf_path: Path, contents: GGUFContents) -> None:
     _remove_stale_entries(entry, gguf_path)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -116,7 +116,7 @@ def _remove_stale_entries(current: Path, gguf_path: Path) -> None:
     for entry in current.parent.glob(_entry_prefix(gguf_path) + "*"):
         name, _, pid = entry.name.partition(".tmp-")
         if pid:
-            stale = pid.isdigit() and not _pid_alive(int(pid))
+            stale = pid.isdigit() and not pid_alive(int(pid))
         else:
             stale = not name.startswith(version) or not name.endswith(f"-v{PREPARED_FORMAT}")
         if stale and entry.is_dir():

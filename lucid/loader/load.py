@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,12 +10,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lucid.config import ModelConfig
+from lucid.errors import ModelLoadError
 from lucid.loader.checkpoint import read_checkpoint
 from lucid.loader.tensors import parse_dtype
 
 if TYPE_CHECKING:
     from lucid.models.qwen2 import Qwen2ForCausalLM
     from lucid.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,6 +41,37 @@ def load(path: str | Path | None = None, dtype: str | torch.dtype = "bfloat16", 
     torch_dtype = parse_dtype(dtype)
     checkpoint = read_checkpoint(path, torch_dtype)
     model = build_model(checkpoint.config, checkpoint.tensors, torch_dtype, device, source=str(checkpoint.path))
+    return LoadedModel(model=model, tokenizer=checkpoint.tokenizer, config=checkpoint.config,
+                       generation_config=checkpoint.generation_config, name=checkpoint.name,
+                       path=checkpoint.path, stored_formats=checkpoint.stored_formats)
+
+
+def load_quantized(path: str | Path | None, scheme: str, dtype: str | torch.dtype = "bfloat16",
+                   device: str = "cpu") -> LoadedModel:
+    """The serving model: fused projections and weights quantized per `scheme` ("none" keeps the float model).
+
+    With lucid's kernels the packed weights are cached after the first load; later loads read them back directly,
+    so the float weights are never read again (start-up in a few seconds, peak memory near the packed size)."""
+    from lucid.loader.packed_cache import load_packed, packed_entry, save_packed
+    from lucid.models.qwen2 import build_model
+    from lucid.quantize import can_pack, fuse_and_quantize, packed_model, packed_state
+
+    torch_dtype = parse_dtype(dtype)
+    checkpoint = read_checkpoint(path, torch_dtype)
+    entry = None
+    if scheme != "none" and str(device).startswith("cpu") and can_pack():
+        try:
+            entry = packed_entry(checkpoint.path, torch_dtype, scheme)
+        except (OSError, ModelLoadError) as exc:  # an unusable cache folder only costs speed
+            log.warning("not caching packed weights: %s", exc)
+    tensors = load_packed(entry) if entry else None
+    if tensors is not None:
+        model = packed_model(checkpoint.config, tensors, scheme, torch_dtype, source=str(entry))
+    else:
+        model = build_model(checkpoint.config, checkpoint.tensors, torch_dtype, device, source=str(checkpoint.path))
+        fuse_and_quantize(model, scheme)
+        if entry:
+            save_packed(entry, checkpoint.path, packed_state(model))
     return LoadedModel(model=model, tokenizer=checkpoint.tokenizer, config=checkpoint.config,
                        generation_config=checkpoint.generation_config, name=checkpoint.name,
                        path=checkpoint.path, stored_formats=checkpoint.stored_formats)

@@ -1,0 +1,101 @@
+"""The packed-weights cache: a model as the serving engine holds it (quantized matrices packed for lucid's kernels,
+float embedding and norms), saved after the first quantized load and read back on the next.
+
+Why: quantizing means reading every float weight once. From the float cache that maps ~1 GB of bfloat16 pages into
+the process (they count in its peak memory) and costs seconds; the packed entry is ~0.7 GB and needs no work.
+Keyed by the source (path, size and mtime of its files), the dtype, the scheme and the packing format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from lucid.loader.cache import cache_dir, pid_alive
+from lucid.loader.tensors import dtype_name
+
+log = logging.getLogger(__name__)
+
+PACKED_FORMAT = 1  # bump when lucid.kernels changes how it packs weights; old entries are then ignored
+WEIGHTS_FILE = "model.safetensors"
+MIN_SOURCE_BYTES = 64 << 20  # smaller models (the tests' tiny ones) load fast anyway: not worth a cache entry
+
+
+def _source_files(source: Path) -> list[Path]:
+    if source.is_dir():
+        return sorted(p for p in source.iterdir() if p.suffix in (".safetensors", ".json", ".gguf"))
+    return [source]
+
+
+def _source_prefix(source: Path) -> str:
+    return f"{source.name}-{hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:10]}-"
+
+
+def packed_entry(source: Path, dtype: torch.dtype, scheme: str) -> Path | None:
+    """Where the packed weights of this version of `source` in this dtype and scheme live (or will); None for a
+    source too small to be worth caching."""
+    files = _source_files(source)
+    if sum(f.stat().st_size for f in files) < MIN_SOURCE_BYTES:
+        return None
+    version = hashlib.sha1()
+    for f in files:
+        st = f.stat()
+        version.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    key = f"{_source_prefix(source)}{version.hexdigest()[:10]}-{dtype_name(dtype)}-{scheme}-p{PACKED_FORMAT}"
+    return cache_dir() / "packed" / key
+
+
+def load_packed(entry: Path) -> dict[str, torch.Tensor] | None:
+    """The entry's tensors, or None when it is missing or damaged (a damaged entry is removed)."""
+    path = entry / WEIGHTS_FILE
+    if not path.is_file():
+        return None
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError) as exc:
+        log.warning("ignoring damaged packed-weights cache %s (%s)", entry, exc)
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+
+
+def save_packed(entry: Path, source: Path, state: dict[str, torch.Tensor]) -> None:
+    """Write under a temporary name and rename into place; failing to write only costs the next start its speed."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    tmp = entry.with_name(f"{entry.name}.tmp-{os.getpid()}")
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        save_file({name: t.contiguous() for name, t in state.items()}, str(tmp / WEIGHTS_FILE))
+        try:
+            tmp.rename(entry)
+        except OSError:  # another process wrote the same entry first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except (OSError, SafetensorError) as exc:
+        log.warning("could not write the packed-weights cache %s: %s", entry, exc)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    _remove_stale(entry, source)
+
+
+def _remove_stale(current: Path, source: Path) -> None:
+    """Entries of earlier versions of the same source (or older packing formats) and leftovers of killed writers;
+    entries of other dtypes and schemes for this version stay."""
+    prefix = _source_prefix(source)
+    version = current.name[len(prefix):].split("-", 1)[0]
+    for entry in current.parent.glob(prefix + "*"):
+        name, _, pid = entry.name.partition(".tmp-")
+        if pid:
+            stale = pid.isdigit() and not pid_alive(int(pid))
+        else:
+            stale = not name[len(prefix):].startswith(version + "-") or not name.endswith(f"-p{PACKED_FORMAT}")
+        if stale and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
