@@ -190,11 +190,12 @@ class ModelRunner:
         # Only the last position of each finishing sequence reaches the lm_head.
         logits = self.model.compute_logits(hidden[torch.tensor(last_index, device=self.device)])  # (B, V)
         tensors = self._sampling_tensors(sampling, eos_ids)
-        finite = torch.isfinite(logits.amax(dim=-1))   # a NaN or +inf anywhere in a row shows in its max
-        safe_logits = torch.where(finite.unsqueeze(1), logits, torch.zeros_like(logits))
-        next_ids = sample(safe_logits, tensors)
-        results = self._gather_results(sampling, safe_logits, next_ids, tensors.num_top_logprobs)
-        for seq, ok in zip(sampling, finite.tolist()):
+        finite = torch.isfinite(logits.amax(dim=-1)).tolist()  # a NaN or +inf anywhere in a row shows in its max
+        if not all(finite):  # rare: zero the broken rows so they cannot poison the batch (and skip a copy if not)
+            logits[~torch.tensor(finite, device=logits.device)] = 0.0
+        next_ids = sample(logits, tensors)
+        results = self._gather_results(sampling, logits, next_ids, tensors.num_top_logprobs)
+        for seq, ok in zip(sampling, finite):
             if not ok:
                 results[seq.seq_id].error = "the model produced non-finite logits for this sequence"
         return results
