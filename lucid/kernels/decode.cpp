@@ -79,51 +79,64 @@ inline float dot(const float* q, const at::BFloat16* k, int64_t n) {
   return _mm512_reduce_add_ps(acc);
 }
 
-// softmax of `n` scores in place.
-void softmax(float* s, int64_t n) {
-  float mx = -INFINITY;
-  for (int64_t p = 0; p < n; ++p) mx = std::max(mx, s[p]);
-  __m512 total = _mm512_setzero_ps();
-  for (int64_t p = 0; p < n; p += 16) {
-    const __mmask16 mask = tail_mask(n - p);
-    const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, s + p), _mm512_set1_ps(mx)));
-    _mm512_mask_storeu_ps(s + p, mask, e);
-    total = _mm512_mask_add_ps(total, mask, total, e);
-  }
-  const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(total));
-  for (int64_t p = 0; p < n; p += 16) {
-    const __mmask16 mask = tail_mask(n - p);
-    _mm512_mask_storeu_ps(s + p, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, s + p), inv));
-  }
-}
-
-// One sequence's query heads that share KV head `g`, attending over its `len` cached positions.
+// One sequence's query heads that share KV head `g` (at most 16 of them), attending over its `len` cached positions.
 // q: (group, head_dim) float32, already rotated; out: (group, head_dim).
+// Scores are kept as one 16-lane vector per position, lane h for head h, so the softmax runs across positions
+// with one vector op per position and every buffer is walked in order.
 template <typename T>
 void attend_group(const float* q, int64_t group, int64_t head_dim, const T* k_cache, const T* v_cache,
                   int64_t kv_heads, int64_t g, const int32_t* table, int64_t block_size, int64_t len, float* out) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  std::vector<float> scores(group * len);  // (group, len)
-  std::vector<int64_t> rows(len);          // offset of position p's (slot, g) vector in the pool
-  for (int64_t p = 0; p < len; ++p) {
-    const int64_t slot = static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size;
-    rows[p] = (slot * kv_heads + g) * head_dim;
+  const __mmask16 heads = tail_mask(group);
+  std::vector<float> scores(len * 16);  // (len, 16 lanes)
+  std::vector<int64_t> rows(len);       // offset of position p's (slot, g) vector in the pool
+  for (int64_t b = 0, p = 0; p < len; ++b) {
+    for (int64_t j = 0; j < block_size && p < len; ++j, ++p) {
+      rows[p] = ((static_cast<int64_t>(table[b]) * block_size + j) * kv_heads + g) * head_dim;
+    }
   }
-  for (int64_t p = 0; p < len; ++p) {  // positions outer: each key is read once for all heads of the group
+  // The weights streamed since the last step have evicted the pool from cache: fetch rows ahead of use.
+  const int64_t row_bytes = head_dim * static_cast<int64_t>(sizeof(T));
+  auto prefetch_row = [&](const T* base, int64_t p) {
+    if (p >= len) return;
+    const char* row = reinterpret_cast<const char*>(base + rows[p]);
+    for (int64_t off = 0; off < row_bytes; off += 64) _mm_prefetch(row + off, _MM_HINT_T0);
+  };
+  constexpr int64_t AHEAD = 8;  // positions
+  for (int64_t p = 0; p < AHEAD; ++p) prefetch_row(k_cache, p);
+  __m512 top = _mm512_set1_ps(-INFINITY);
+  alignas(64) float lane[16] = {};
+  for (int64_t p = 0; p < len; ++p) {  // each key is read once for all heads of the group
+    prefetch_row(k_cache, p + AHEAD);
     const T* k = k_cache + rows[p];
-    for (int64_t h = 0; h < group; ++h) scores[h * len + p] = dot(q + h * head_dim, k, head_dim) * scale;
+    for (int64_t h = 0; h < group; ++h) lane[h] = dot(q + h * head_dim, k, head_dim) * scale;
+    const __m512 s = _mm512_load_ps(lane);
+    _mm512_storeu_ps(&scores[p * 16], s);
+    top = _mm512_mask_max_ps(top, heads, top, s);
   }
-  for (int64_t h = 0; h < group; ++h) softmax(scores.data() + h * len, len);
+  __m512 total = _mm512_setzero_ps();
+  for (int64_t p = 0; p < len; ++p) {
+    prefetch_row(v_cache, p + AHEAD);
+    const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(&scores[p * 16]), top));
+    _mm512_storeu_ps(&scores[p * 16], e);
+    total = _mm512_add_ps(total, e);
+  }
+  alignas(64) float inv[16];
+  _mm512_store_ps(inv, _mm512_maskz_div_ps(heads, _mm512_set1_ps(1.0f), total));
   std::fill(out, out + group * head_dim, 0.0f);
   for (int64_t p = 0; p < len; ++p) {
     const T* v = v_cache + rows[p];
+    const float* w = &scores[p * 16];
     for (int64_t i = 0; i < head_dim; i += 16) {
       const __m512 vv = load16(v + i);
       for (int64_t h = 0; h < group; ++h) {
         float* o = out + h * head_dim + i;
-        _mm512_storeu_ps(o, _mm512_fmadd_ps(_mm512_set1_ps(scores[h * len + p]), vv, _mm512_loadu_ps(o)));
+        _mm512_storeu_ps(o, _mm512_fmadd_ps(_mm512_set1_ps(w[h]), vv, _mm512_loadu_ps(o)));
       }
     }
+  }
+  for (int64_t h = 0; h < group; ++h) {
+    for (int64_t i = 0; i < head_dim; ++i) out[h * head_dim + i] *= inv[h];
   }
 }
 
@@ -196,7 +209,8 @@ FusedDecoder::FusedDecoder(int64_t hidden, int64_t num_heads, int64_t num_kv_hea
     : hidden_(hidden), num_heads_(num_heads), num_kv_heads_(num_kv_heads), head_dim_(head_dim),
       intermediate_(intermediate), rms_eps_(static_cast<float>(rms_eps)), final_norm_(final_norm) {
   TORCH_CHECK(head_dim % 16 == 0, "head_dim must be a multiple of 16, got ", head_dim);
-  TORCH_CHECK(num_kv_heads > 0 && num_heads % num_kv_heads == 0, "heads must be a multiple of kv heads");
+  TORCH_CHECK(num_kv_heads > 0 && num_heads % num_kv_heads == 0 && num_heads / num_kv_heads <= 16,
+              "heads must be a multiple of kv heads, at most 16 query heads per kv head");
   check_vector(final_norm, hidden, "final_norm");
   for (int64_t i = 0; i < head_dim / 2; ++i) inv_freq_.push_back(1.0 / std::pow(rope_theta, 2.0 * i / head_dim));
 }
