@@ -67,25 +67,15 @@ void rotate(float* x, int64_t heads, int64_t head_dim, const float* cos, const f
   }
 }
 
-inline float dot(const float* q, const float* k, int64_t n) {
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t i = 0; i < n; i += 16) acc = _mm512_fmadd_ps(load16(q + i), load16(k + i), acc);
-  return _mm512_reduce_add_ps(acc);
-}
-
-inline float dot(const float* q, const at::BFloat16* k, int64_t n) {
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t i = 0; i < n; i += 16) acc = _mm512_fmadd_ps(load16(q + i), load16(k + i), acc);
-  return _mm512_reduce_add_ps(acc);
-}
-
 // One sequence's query heads that share KV head `g` (at most 16 of them), attending over its `len` cached positions.
 // q: (group, head_dim) float32, already rotated; out: (group, head_dim).
 // Scores are kept as one 16-lane vector per position, lane h for head h, so the softmax runs across positions
 // with one vector op per position and every buffer is walked in order.
-template <typename T>
-void attend_group(const float* q, int64_t group, int64_t head_dim, const T* k_cache, const T* v_cache,
-                  int64_t kv_heads, int64_t g, const int32_t* table, int64_t block_size, int64_t len, float* out) {
+template <typename T, int D>
+void attend_group(const float* q, int64_t group, const T* k_cache, const T* v_cache, int64_t kv_heads, int64_t g,
+                  const int32_t* table, int64_t block_size, int64_t len, float* out) {
+  constexpr int C = D / 16;  // 16-float chunks of a head: a query, key, value or output row fits in C registers
+  constexpr int64_t head_dim = D;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   const __mmask16 heads = tail_mask(group);
   std::vector<float> scores(len * 16);  // (len, 16 lanes)
@@ -102,41 +92,42 @@ void attend_group(const float* q, int64_t group, int64_t head_dim, const T* k_ca
     const char* row = reinterpret_cast<const char*>(base + rows[p]);
     for (int64_t off = 0; off < row_bytes; off += 64) _mm_prefetch(row + off, _MM_HINT_T0);
   };
-  constexpr int64_t AHEAD = 8;  // positions
+  constexpr int64_t AHEAD = 32;  // positions
   for (int64_t p = 0; p < AHEAD; ++p) prefetch_row(k_cache, p);
-  __m512 top = _mm512_set1_ps(-INFINITY);
-  alignas(64) float lane[16] = {};
-  for (int64_t p = 0; p < len; ++p) {  // each key is read once for all heads of the group
-    prefetch_row(k_cache, p + AHEAD);
-    const T* k = k_cache + rows[p];
-    for (int64_t h = 0; h < group; ++h) lane[h] = dot(q + h * head_dim, k, head_dim) * scale;
-    const __m512 s = _mm512_load_ps(lane);
-    _mm512_storeu_ps(&scores[p * 16], s);
-    top = _mm512_mask_max_ps(top, heads, top, s);
+  // Scores, head by head with the query in registers: K rows stay in L1/L2 after the first head reads them.
+  __m512 qv[C];
+  for (int64_t h = 0; h < group; ++h) {
+    for (int c = 0; c < C; ++c) qv[c] = _mm512_mul_ps(load16(q + h * D + c * 16), _mm512_set1_ps(scale));
+    for (int64_t p = 0; p < len; ++p) {
+      if (h == 0) prefetch_row(k_cache, p + AHEAD);
+      const T* k = k_cache + rows[p];
+      __m512 acc = _mm512_mul_ps(qv[0], load16(k));
+      for (int c = 1; c < C; ++c) acc = _mm512_fmadd_ps(qv[c], load16(k + c * 16), acc);
+      scores[p * 16 + h] = _mm512_reduce_add_ps(acc);
+    }
   }
+  // Softmax across positions, all heads at once (lane h).
+  __m512 top = _mm512_set1_ps(-INFINITY);
+  for (int64_t p = 0; p < len; ++p) top = _mm512_mask_max_ps(top, heads, top, _mm512_loadu_ps(&scores[p * 16]));
   __m512 total = _mm512_setzero_ps();
   for (int64_t p = 0; p < len; ++p) {
     prefetch_row(v_cache, p + AHEAD);
-    const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(&scores[p * 16]), top));
+    const __m512 e = _mm512_maskz_mov_ps(heads, exp16(_mm512_sub_ps(_mm512_loadu_ps(&scores[p * 16]), top)));
     _mm512_storeu_ps(&scores[p * 16], e);
     total = _mm512_add_ps(total, e);
   }
   alignas(64) float inv[16];
   _mm512_store_ps(inv, _mm512_maskz_div_ps(heads, _mm512_set1_ps(1.0f), total));
-  std::fill(out, out + group * head_dim, 0.0f);
-  for (int64_t p = 0; p < len; ++p) {
-    const T* v = v_cache + rows[p];
-    const float* w = &scores[p * 16];
-    for (int64_t i = 0; i < head_dim; i += 16) {
-      const __m512 vv = load16(v + i);
-      for (int64_t h = 0; h < group; ++h) {
-        float* o = out + h * head_dim + i;
-        _mm512_storeu_ps(o, _mm512_fmadd_ps(_mm512_set1_ps(w[h]), vv, _mm512_loadu_ps(o)));
-      }
-    }
-  }
+  // Weighted values, head by head with the output row in registers.
   for (int64_t h = 0; h < group; ++h) {
-    for (int64_t i = 0; i < head_dim; ++i) out[h * head_dim + i] *= inv[h];
+    __m512 acc[C];
+    for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < len; ++p) {
+      const T* v = v_cache + rows[p];
+      const __m512 w = _mm512_set1_ps(scores[p * 16 + h]);
+      for (int c = 0; c < C; ++c) acc[c] = _mm512_fmadd_ps(w, load16(v + c * 16), acc[c]);
+    }
+    for (int c = 0; c < C; ++c) _mm512_storeu_ps(out + h * D + c * 16, _mm512_mul_ps(acc[c], _mm512_set1_ps(inv[h])));
   }
 }
 
@@ -161,8 +152,15 @@ void write_kv_and_attend(const FusedLayer& layer, float* qkv, int64_t rows, int6
   at::parallel_for(0, rows * kv_heads, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t r = t / kv_heads, g = t % kv_heads;
-      attend_group<T>(qkv + r * qkv_width + g * group * head_dim, group, head_dim, k_cache, v_cache, kv_heads, g,
-                      tables + r * max_blocks, block_size, context_lens[r], attn + r * q_width + g * group * head_dim);
+      const float* q = qkv + r * qkv_width + g * group * head_dim;
+      float* out = attn + r * q_width + g * group * head_dim;
+      const int32_t* table = tables + r * max_blocks;
+      switch (head_dim) {  // the head size is a template argument so a row lives in registers
+        case 16: attend_group<T, 16>(q, group, k_cache, v_cache, kv_heads, g, table, block_size, context_lens[r], out); break;
+        case 32: attend_group<T, 32>(q, group, k_cache, v_cache, kv_heads, g, table, block_size, context_lens[r], out); break;
+        case 64: attend_group<T, 64>(q, group, k_cache, v_cache, kv_heads, g, table, block_size, context_lens[r], out); break;
+        default: attend_group<T, 128>(q, group, k_cache, v_cache, kv_heads, g, table, block_size, context_lens[r], out);
+      }
     }
   });
 }
@@ -208,7 +206,8 @@ FusedDecoder::FusedDecoder(int64_t hidden, int64_t num_heads, int64_t num_kv_hea
                            int64_t intermediate, double rms_eps, double rope_theta, const torch::Tensor& final_norm)
     : hidden_(hidden), num_heads_(num_heads), num_kv_heads_(num_kv_heads), head_dim_(head_dim),
       intermediate_(intermediate), rms_eps_(static_cast<float>(rms_eps)), final_norm_(final_norm) {
-  TORCH_CHECK(head_dim % 16 == 0, "head_dim must be a multiple of 16, got ", head_dim);
+  TORCH_CHECK(head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128,
+              "head_dim must be 16, 32, 64 or 128, got ", head_dim);
   TORCH_CHECK(num_kv_heads > 0 && num_heads % num_kv_heads == 0 && num_heads / num_kv_heads <= 16,
               "heads must be a multiple of kv heads, at most 16 query heads per kv head");
   check_vector(final_norm, hidden, "final_norm");

@@ -32,8 +32,10 @@ def why_not_fused(model: Qwen2ForCausalLM, device: torch.device) -> str | None:
         return f"it is CPU-only (device {device})"
     if not kernels.available():
         return f"lucid's kernels are unavailable ({kernels.unavailable_reason()})"
-    if model.config.head_dim % 16:
-        return f"head_dim {model.config.head_dim} is not a multiple of 16"
+    if model.config.head_dim not in (16, 32, 64, 128):
+        return f"head_dim {model.config.head_dim} is not 16, 32, 64 or 128"
+    if model.config.num_attention_heads // model.config.num_key_value_heads > 16:
+        return "more than 16 query heads share a KV head"
     for i, layer in enumerate(model.model.layers):
         attn, mlp = layer.self_attn, layer.mlp
         parts = [attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj]
