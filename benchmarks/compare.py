@@ -132,9 +132,9 @@ def child_transformers(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_bandwidth(args: argparse.Namespace) -> dict[str, Any]:
-    from lucid.bench.bandwidth import measure_bandwidth
+    from lucid.bench.bandwidth import measure_bandwidth, measure_read_bandwidth
 
-    return {"bandwidth": measure_bandwidth(args.threads)}
+    return {"bandwidth": measure_bandwidth(args.threads), "read_bandwidth": measure_read_bandwidth(args.threads)}
 
 
 CHILDREN: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
@@ -260,17 +260,31 @@ def failure_lines(results: dict[str, dict[str, Any]]) -> list[str]:
                     if result.get("failed")]
 
 
-def bandwidth_lines(results: dict[str, dict[str, Any]], bandwidth: float | None, threads: int) -> list[str]:
-    if not bandwidth:
+def bandwidth_lines(results: dict[str, dict[str, Any]], measured: dict[str, float], threads: int) -> list[str]:
+    copy, read = measured.get("bandwidth"), measured.get("read_bandwidth")
+    if not copy or not read:
         return []
-    lines = [f"Memory bandwidth (torch copy of 512 MiB, {threads} threads, read + write): {bandwidth / 1e9:.1f} GB/s."]
+    lines = [f"Memory bandwidth, {threads} threads, 512 MiB: {read / 1e9:.1f} GB/s reading (torch sum), "
+             f"{copy / 1e9:.1f} GB/s copying (torch copy, read + write)."]
     for name in ("lucid", "llama"):
         r = results.get(name, {})
         if r.get("bytes_per_token") and r.get("decode_tok_s"):
             used = r["bytes_per_token"] * r["decode_tok_s"]
             lines.append(f"{'lucid' if name == 'lucid' else 'llama.cpp'} decode reads {r['bytes_per_token'] / 1e6:.0f} "
-                         f"MB of weights per token: {used / 1e9:.1f} GB/s effective = {used / bandwidth:.0%} "
-                         "of measured.")
+                         f"MB of weights per token: {used / 1e9:.1f} GB/s effective = {used / read:.0%} of the read "
+                         f"bandwidth ({used / copy:.0%} of the copy bandwidth).")
+    return lines
+
+
+def scaling_lines(results: dict[str, dict[str, Any]], levels: list[int]) -> list[str]:
+    """Served output tok/s at the highest concurrency over the lowest: how well each server batches."""
+    lines = []
+    low, high = f"serve_{levels[0]}", f"serve_{levels[-1]}"
+    for name in ("lucid", "llama"):
+        r = results.get(name, {})
+        if r.get(low) and r.get(high):
+            lines.append(f"{'lucid' if name == 'lucid' else 'llama.cpp'} served output tok/s at c={levels[-1]} / "
+                         f"c={levels[0]}: {r[high] / r[low]:.2f}x.")
     return lines
 
 
@@ -285,7 +299,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16], help="serving concurrencies (1 4 16)")
     parser.add_argument("--rounds", type=int, default=2, help="serving requests per level = rounds x concurrency")
     parser.add_argument("--serve-input-len", type=int, default=128)
-    parser.add_argument("--serve-output-len", type=int, default=64)
+    parser.add_argument("--serve-output-len", type=int, default=128)
     parser.add_argument("--gguf", default=None, help=argparse.SUPPRESS)  # the default model's; set for the children
     parser.add_argument("--out", default=None, help="also write the markdown here")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -326,13 +340,14 @@ def main() -> int:
         print("RESULT " + json.dumps(result))
         return 0
     started = time.perf_counter()
-    bandwidth = run_child("bandwidth", args).get("bandwidth")
+    bandwidth = run_child("bandwidth", args)
     results = {name: measure(name, args) for name in ("lucid", "llama", "transformers") if name not in args.skip}
     lines = [f"## lucid vs peers: {os.path.basename(args.gguf)}, {args.threads} threads", "",
              report(results, args), "",
              "Ratios are lucid / peer: above 1 is better for tok/s, worse for time, memory and perplexity. Served: "
              f"{args.serve_input_len} prompt / {args.serve_output_len} output tokens per request, streamed "
              f"/v1/completions, {args.rounds} x concurrency requests per level (EOS suppressed).", "",
+             *scaling_lines(results, args.levels), "",
              *bandwidth_lines(results, bandwidth, args.threads), "", *failure_lines(results), "",
              f"Took {(time.perf_counter() - started) / 60:.1f} min. "
              f"Command: `{shlex.join([os.path.relpath(sys.executable), *sys.argv])}`"]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lucid import kernels
+from lucid.engine import model_runner
 from lucid.fusion import fuse_projections
 from lucid.kernels.fused import why_not_fused
 from lucid.quantize import quantize_model
@@ -32,27 +33,31 @@ def fused_and_eager(dtype: torch.dtype, **config):
 
 
 def count_fused_steps(engine) -> list[int]:
-    """Wrap the runner's fused call to count the decode steps that took it."""
+    """Wrap the runner's fused call to count the steps that took it."""
     calls = [0]
-    original = engine.runner._fused_decode
+    original = engine.runner._fused_forward
 
     def counting(items):
         calls[0] += 1
         return original(items)
 
-    engine.runner._fused_decode = counting
+    engine.runner._fused_forward = counting
     return calls
 
 
 PROMPTS = [[1, 2, 3, 4, 5, 6, 7, 8, 9], [9, 8, 7], [5] * 21, [1, 2, 3, 4, 5, 6, 7, 8, 40, 41], [3, 1, 4, 1, 5, 9, 2, 6]]
 
 
-def test_fused_matches_eager_in_float32():
+@pytest.mark.parametrize("prefill_budget", [0, model_runner.FUSED_PREFILL_ATTENTION_BUDGET])
+def test_fused_matches_eager_in_float32(prefill_budget, monkeypatch):
+    # budget 0: prompts prefill eagerly and only decode steps are fused; the default: prompt chunks fused too.
+    monkeypatch.setattr(model_runner, "FUSED_PREFILL_ATTENTION_BUDGET", prefill_budget)
     fused, eager = fused_and_eager(torch.float32)
     calls = count_fused_steps(fused)
     params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True, logprobs=3)
     got, want = run_all(fused, PROMPTS, params), run_all(eager, PROMPTS, params)
-    assert calls[0] >= 20, "decode steps did not go through the fused path"
+    steps = fused.num_steps
+    assert calls[0] == (steps if prefill_budget else steps - 1), "steps did not take the fused path as expected"
     for g, w in zip(got, want):
         assert g.outputs[0].token_ids == w.outputs[0].token_ids
         got_lp = torch.tensor([t.logprob for t in g.outputs[0].logprobs])
@@ -140,3 +145,26 @@ def test_real_model_fused_decode_agrees_with_eager_tie_aware():
         if same < len(got.token_ids):
             top = got.logprobs[same].top
             assert top[0].logprob - top[1].logprob < 0.25, f"parted at token {same} without a near-tie"
+
+
+def test_fused_matches_eager_when_prompts_join_running_streams():
+    """Prompt chunks prefilled beside decoding sequences (mixed steps) take the fused path too."""
+    def staggered(engine) -> dict[str, list[int]]:
+        params = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
+        done: dict[str, list[int]] = {}
+        for step in range(200):
+            if step in (0, 3, 6):   # new requests arrive while earlier ones decode
+                for k in range(2):
+                    engine.add_request(f"s{step}-{k}", [step + 1, k + 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], params)
+            for out in engine.step():
+                if out.finished:
+                    done[out.request_id] = out.outputs[0].token_ids
+            if not engine.has_unfinished() and step > 6:
+                break
+        return done
+
+    fused, eager = fused_and_eager(torch.float32, max_prefill_tokens_while_decoding=4)
+    calls = count_fused_steps(fused)
+    got, want = staggered(fused), staggered(eager)
+    assert len(got) == 6 and got == want
+    assert calls[0] == fused.num_steps

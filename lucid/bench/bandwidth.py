@@ -32,6 +32,24 @@ def measure_bandwidth(threads: int, megabytes: int = 512, repeats: int = 7) -> f
         torch.set_num_threads(previous)
 
 
+def measure_read_bandwidth(threads: int, megabytes: int = 512, repeats: int = 7) -> float:
+    """Bytes per second of summing a large tensor on `threads` threads: reads only, as decoding's weight stream
+    does (so this is the ceiling decode can approach); the best of `repeats`."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        src = torch.ones(megabytes * (1 << 20) // 4, dtype=torch.float32)
+        src.sum()  # fault the pages in before timing
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            src.sum()
+            best = min(best, time.perf_counter() - started)
+        return src.numel() * src.element_size() / best
+    finally:
+        torch.set_num_threads(previous)
+
+
 def weight_bytes_per_token(model: nn.Module) -> int:
     """Bytes of weights one decode step reads: every parameter and buffer once, except an embedding table that is
     only looked up (one row per token) rather than also used as the output head."""

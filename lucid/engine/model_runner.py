@@ -15,6 +15,11 @@ from lucid.layers.attention_metadata import AttentionMetadata, PrefillChunk
 from lucid.layers.sampler import SamplingTensors, sample
 from lucid.models.qwen2 import Qwen2ForCausalLM
 
+# Prompt chunks take the fused step while the keys their rows read add up to at most this many (per step, all
+# layers alike): ~25 ms of row-by-row attention on a 2-core Zen 4, about what the eager path spends on its own
+# per-op overhead. The 32-token chunks prefilled beside running streams stay under it up to ~1,000 tokens of context.
+FUSED_PREFILL_ATTENTION_BUDGET = 32_768
+
 
 @dataclass
 class SampledToken:
@@ -99,21 +104,39 @@ class ModelRunner:
         mask = pos.unsqueeze(0) < torch.tensor(lengths, device=self.device).unsqueeze(1)    # (D, L)
         return decode_slots, mask
 
-    def _fused_decode(self, items: list[ScheduledSeq]) -> torch.Tensor:
-        """A decode-only step through the fused C++ decoder: each sequence's newest token over its block table."""
-        ids, positions, slots, lengths = [], [], [], []
+    def _fused_fits(self, sched: SchedulerOutput) -> bool:
+        """Whether the fused C++ step should run this step. It computes attention row by row (fast for one token
+        per sequence, slower than PyTorch's flash attention for long prompt chunks), so prompt chunks go through it
+        only while their attention stays small; big or long-context prefills run eagerly."""
+        if self.fused_decoder is None:
+            return False
+        work = 0  # keys read by the prompt rows: sum of their context lengths
+        for item in sched.prefill:
+            start, n = item.seq.num_computed_tokens, item.num_tokens
+            work += n * start + n * (n + 1) // 2
+        return work <= FUSED_PREFILL_ATTENTION_BUDGET
+
+    def _fused_forward(self, items: list[ScheduledSeq]) -> torch.Tensor:
+        """The step through the fused C++ decoder: every token is a row that attends over its own sequence's
+        block table up to its position (so a prompt chunk is causal by construction)."""
+        bs = self.block_size
+        max_blocks = max(-(-(it.seq.num_computed_tokens + it.num_tokens) // bs) for it in items)
+        ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        tables: list[list[int]] = []     # each row's block table, padded to max_blocks
         for item in items:
-            seq, p = item.seq, item.seq.num_computed_tokens
-            ids.append(seq.token_ids[p])
-            positions.append(p)
-            slots.append(seq.block_table[p // self.block_size] * self.block_size + p % self.block_size)
-            lengths.append(p + 1)
-        max_blocks = -(-max(lengths) // self.block_size)
-        tables = [it.seq.block_table[:max_blocks] + [0] * (max_blocks - len(it.seq.block_table)) for it in items]
-        hidden = self.model.model.embed_tokens(torch.tensor(ids))        # (D, hidden)
+            seq, start = item.seq, item.seq.num_computed_tokens
+            table = seq.block_table[:max_blocks] + [0] * (max_blocks - len(seq.block_table))
+            for p in range(start, start + item.num_tokens):
+                ids.append(seq.token_ids[p])
+                positions.append(p)
+                slots.append(seq.block_table[p // bs] * bs + p % bs)
+                tables.append(table)
+        hidden = self.model.model.embed_tokens(torch.tensor(ids))          # (N, hidden)
         return self.fused_decoder.forward(
             hidden, torch.tensor(positions), torch.tensor(slots), torch.tensor(tables, dtype=torch.int32),
-            torch.tensor(lengths, dtype=torch.int32), self.block_size)
+            torch.tensor([p + 1 for p in positions], dtype=torch.int32), bs)
 
     def _sampling_tensors(self, seqs: list[Sequence], eos_ids: list[int]) -> SamplingTensors:
         vocab = self.config.vocab_size
@@ -172,8 +195,8 @@ class ModelRunner:
     @torch.inference_mode()
     def run(self, sched: SchedulerOutput, eos_ids: list[int]) -> dict[int, SampledToken]:
         """One batched forward for the scheduled tokens; a next token for each sequence that reached its end."""
-        if self.fused_decoder is not None and sched.decode and not sched.prefill:
-            hidden = self._fused_decode(sched.decode)                    # (D, hidden), one C++ call
+        if self._fused_fits(sched):
+            hidden = self._fused_forward(sched.all)                      # (N, hidden), one C++ call
         else:
             ids, positions, meta = self.prepare(sched)
             hidden = self.model.model(ids, positions, meta)              # (N, hidden)
