@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import replace
@@ -51,8 +52,13 @@ class LLMEngine:
 
         # "none" keeps HF's separate modules for learners and references; the rest is the serving path.
         loaded = load_quantized(model, quantization, dtype=dtype, device=device)
-        return cls(loaded.model, loaded.tokenizer, loaded.config, engine_config or EngineConfig(),
-                   loaded.generation_config, loaded.name, device)
+        engine = cls(loaded.model, loaded.tokenizer, loaded.config, engine_config or EngineConfig(),
+                     loaded.generation_config, loaded.name, device)
+        # The tokenizer's and loader's objects live as long as the engine: move them out of the garbage
+        # collector's sight, or its full collections keep re-scanning them (~3% of a busy engine's time).
+        gc.collect()
+        gc.freeze()
+        return engine
 
     # ---- requests --------------------------------------------------------------------------------
     def prepare_params(self, prompt_token_ids: list[int], params: SamplingParams) -> SamplingParams:

@@ -27,31 +27,35 @@ inline __mmask16 tail_mask(int64_t remaining) {
   return remaining >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << remaining) - 1);
 }
 
-// out = x / rms(x) * weight, for each of `rows` rows of `width`.
+// out = x / rms(x) * weight, for each of `rows` rows of `width` (rows split over threads when there are many).
 void rms_norm(const float* x, const float* weight, int64_t rows, int64_t width, float eps, float* out) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * width;
-    double sum_sq = 0;
-    for (int64_t i = 0; i < width; ++i) sum_sq += static_cast<double>(xr[i]) * xr[i];
-    const float inv = static_cast<float>(1.0 / std::sqrt(sum_sq / width + eps));
-    for (int64_t i = 0; i < width; ++i) out[r * width + i] = xr[i] * inv * weight[i];
-  }
+  at::parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * width;
+      double sum_sq = 0;
+      for (int64_t i = 0; i < width; ++i) sum_sq += static_cast<double>(xr[i]) * xr[i];
+      const float inv = static_cast<float>(1.0 / std::sqrt(sum_sq / width + eps));
+      for (int64_t i = 0; i < width; ++i) out[r * width + i] = xr[i] * inv * weight[i];
+    }
+  });
 }
 
 // gate_up rows hold [gate (width) | up (width)]; act = silu(gate) * up = gate * up / (1 + e^-gate).
 void silu_mul(const float* gate_up, int64_t rows, int64_t width, float* act) {
   const __m512 one = _mm512_set1_ps(1.0f);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* g = gate_up + r * 2 * width;
-    const float* u = g + width;
-    for (int64_t i = 0; i < width; i += 16) {
-      const __mmask16 mask = tail_mask(width - i);
-      const __m512 gv = _mm512_maskz_loadu_ps(mask, g + i);
-      const __m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv))));
-      _mm512_mask_storeu_ps(act + r * width + i, mask,
-                            _mm512_mul_ps(_mm512_mul_ps(gv, sig), _mm512_maskz_loadu_ps(mask, u + i)));
+  at::parallel_for(0, rows, 2, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* g = gate_up + r * 2 * width;
+      const float* u = g + width;
+      for (int64_t i = 0; i < width; i += 16) {
+        const __mmask16 mask = tail_mask(width - i);
+        const __m512 gv = _mm512_maskz_loadu_ps(mask, g + i);
+        const __m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv))));
+        _mm512_mask_storeu_ps(act + r * width + i, mask,
+                              _mm512_mul_ps(_mm512_mul_ps(gv, sig), _mm512_maskz_loadu_ps(mask, u + i)));
+      }
     }
-  }
+  });
 }
 
 // Rotary embedding, "rotate half": (x[i], x[i + half]) turns by the angle of pair i, in place for `heads` heads.
@@ -78,8 +82,10 @@ void attend_group(const float* q, int64_t group, const T* k_cache, const T* v_ca
   constexpr int64_t head_dim = D;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   const __mmask16 heads = tail_mask(group);
-  std::vector<float> scores(len * 16);  // (len, 16 lanes)
-  std::vector<int64_t> rows(len);       // offset of position p's (slot, g) vector in the pool
+  thread_local std::vector<float> scores;  // (len, 16 lanes); reused by each thread across calls
+  thread_local std::vector<int64_t> rows;  // offset of position p's (slot, g) vector in the pool
+  scores.resize(len * 16);
+  rows.resize(len);
   for (int64_t b = 0, p = 0; p < len; ++b) {
     for (int64_t j = 0; j < block_size && p < len; ++j, ++p) {
       rows[p] = ((static_cast<int64_t>(table[b]) * block_size + j) * kv_heads + g) * head_dim;
@@ -267,8 +273,15 @@ torch::Tensor FusedDecoder::forward(const torch::Tensor& hidden, const torch::Te
 
   const int64_t q_width = num_heads_ * head_dim_, kv_width = num_kv_heads_ * head_dim_;
   const int64_t qkv_width = q_width + 2 * kv_width, half = head_dim_ / 2;
-  std::vector<float> normed(rows * hidden_), qkv(rows * qkv_width), attn(rows * q_width), proj(rows * hidden_);
-  std::vector<float> gate_up(rows * 2 * intermediate_), act(rows * intermediate_);
+  // Activations of one layer, reused across calls (the engine runs one step at a time).
+  std::vector<float>& normed = scratch_.normed, &qkv = scratch_.qkv, &attn = scratch_.attn;
+  std::vector<float>& proj = scratch_.proj, &gate_up = scratch_.gate_up, &act = scratch_.act;
+  normed.resize(rows * hidden_);
+  qkv.resize(rows * qkv_width);
+  attn.resize(rows * q_width);
+  proj.resize(rows * hidden_);
+  gate_up.resize(rows * 2 * intermediate_);
+  act.resize(rows * intermediate_);
   // cos/sin of each row's angles, shared by every layer: (rows, head_dim / 2)
   std::vector<float> cos(rows * half), sin(rows * half);
   for (int64_t r = 0; r < rows; ++r) {

@@ -46,6 +46,7 @@ class FusedDecoder {
                  const LinearSpec& o, const LinearSpec& gate_up, const LinearSpec& down,
                  const torch::Tensor& k_cache, const torch::Tensor& v_cache);
 
+  // One call at a time per decoder (its scratch buffers are shared across calls).
   // hidden (M, hidden) embeddings of each sequence's newest token; positions, slot_mapping int64 (M,);
   // block_tables int32 (M, max_blocks); context_lens int32 (M,) counting the new token. Writes the new K/V into
   // the pool and returns the final-normed hidden states, float32 (M, hidden).
@@ -61,6 +62,10 @@ class FusedDecoder {
   std::vector<double> inv_freq_;  // rotary frequency of each (x[i], x[i + head_dim/2]) pair
   torch::Tensor final_norm_;
   std::vector<FusedLayer> layers_;
+  struct Scratch {
+    std::vector<float> normed, qkv, attn, proj, gate_up, act;
+  };
+  mutable Scratch scratch_;  // per-step activations, kept so their pages are not faulted in again each step
 };
 
 }  // namespace lucid

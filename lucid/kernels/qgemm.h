@@ -35,7 +35,7 @@ namespace lucid {
 
 constexpr int QK = 32;      // values per quantization block along K (weights and activations)
 constexpr int NR = 16;      // output rows per interleaved group: one per int32 lane of a zmm register
-constexpr int MAX_MT = 8;   // activation rows that share one read of a weight group (register budget)
+constexpr int MAX_MT = 16;  // activation rows that share one read of a weight group (16 accumulators + 8 weight registers)
 
 // ---- loads and stores of the float types we accept --------------------------------------------------------
 
@@ -206,6 +206,14 @@ void dispatch_tile(int mt, const uint8_t* qs, const at::Half* wd, const at::Half
     case 5: return run_tile<5, F>(qs, wd, wm, B, xr, m0, K, acc);
     case 6: return run_tile<6, F>(qs, wd, wm, B, xr, m0, K, acc);
     case 7: return run_tile<7, F>(qs, wd, wm, B, xr, m0, K, acc);
+    case 8: return run_tile<8, F>(qs, wd, wm, B, xr, m0, K, acc);
+    case 9: return run_tile<9, F>(qs, wd, wm, B, xr, m0, K, acc);
+    case 10: return run_tile<10, F>(qs, wd, wm, B, xr, m0, K, acc);
+    case 11: return run_tile<11, F>(qs, wd, wm, B, xr, m0, K, acc);
+    case 12: return run_tile<12, F>(qs, wd, wm, B, xr, m0, K, acc);
+    case 13: return run_tile<13, F>(qs, wd, wm, B, xr, m0, K, acc);
+    case 14: return run_tile<14, F>(qs, wd, wm, B, xr, m0, K, acc);
+    case 15: return run_tile<15, F>(qs, wd, wm, B, xr, m0, K, acc);
     default: return run_tile<MAX_MT, F>(qs, wd, wm, B, xr, m0, K, acc);
   }
 }
@@ -216,7 +224,10 @@ void gemm_impl(const T* x, int64_t M, int64_t K, const uint8_t* qs, const at::Ha
   const int64_t B = K / QK;
   const int64_t G = (N + NR - 1) / NR;
   const int64_t group_bytes = B * (F == Format::Q4 ? 256 : 512);
-  QuantizedRows xr;
+  // Reused per calling thread: large fresh buffers would be page-faulted in again on every call. (Through a
+  // reference: inside the parallel lambda below, the name of a thread_local would mean each worker's own copy.)
+  thread_local QuantizedRows per_thread;
+  QuantizedRows& xr = per_thread;
   quantize_rows(x, M, K, xr);
   // Split output groups over threads; each thread streams its own contiguous slice of the weights.
   at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
