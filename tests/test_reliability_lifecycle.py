@@ -110,6 +110,8 @@ def test_sigint_drains_the_same_way(tiny_model):
 
 def test_dead_engine_loop_makes_health_503_and_logs_its_cause(tiny_model, caplog):
     server = InProcessServer(str(tiny_model.hf_dir))
+    fatal = threading.Event()
+    server.state.on_fatal = fatal.set   # what `lucid serve` sets: stop the process with exit code 1
     try:
         def broken_schedule() -> None:
             raise RuntimeError("the scheduler's bookkeeping is corrupt")
@@ -128,5 +130,6 @@ def test_dead_engine_loop_makes_health_503_and_logs_its_cause(tiny_model, caplog
                            timeout=30)
         assert again.status_code == 503
         assert httpx.get(f"{server.url}/metrics").text.count("lucid_ready 0.0") == 1
+        assert fatal.wait(10), "the server was not told to exit after its engine died"
     finally:
         server.close()

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from lucid.config import EngineConfig
@@ -38,6 +38,9 @@ class AsyncEngine:
         self.generation_config = engine.generation_config
         self.model_name = engine.model_name
         self.dead_error: BaseException | None = None
+        # Called (from the engine thread) once the loop has died and every waiting request has its error; the
+        # server uses it to exit non-zero, so a supervisor restarts it instead of it idling with /health at 503.
+        self.on_death: Callable[[BaseException], None] | None = None
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -143,6 +146,8 @@ class AsyncEngine:
                 subscribers = list(self._subscribers)
             for request_id in subscribers:
                 self._publish(request_id, EngineDeadError(f"the engine has stopped: {exc}"))
+            if self.on_death is not None:
+                self.on_death(exc)
 
     def _drain_inbox(self) -> None:
         while True:

@@ -34,6 +34,9 @@ class ServerSettings:
     port: int = 8000
 
 
+DEAD_ENGINE_EXIT_DELAY = 1.0  # seconds between the engine loop's death and the process exit (responses flush)
+
+
 class ServerState:
     """Owns the engine. phase: loading -> ready -> draining; or loading -> failed."""
 
@@ -72,6 +75,7 @@ class ServerState:
                 self.on_fatal()
             return
         engine = result
+        engine.on_death = self._engine_died
         engine.start()  # on the event loop's thread: the engine may bind to the running loop
         self.engine = engine
         if not self.served_names:
@@ -80,6 +84,17 @@ class ServerState:
             self.phase = "ready"
         logger.info("Model loaded in %.1f s; served as %s", time.perf_counter() - started,
                     ", ".join(repr(n) for n in self.served_names))
+
+    def _engine_died(self, error: BaseException) -> None:
+        """The engine loop broke (its requests already got their errors): with the CLI, stop the process with exit
+        code 1 after a moment for those error responses to go out; /health says "dead" meanwhile."""
+        if self.on_fatal is None:
+            return
+        logger.error("The engine has stopped (%s: %s); exiting so that a supervisor can restart lucid",
+                     type(error).__name__, error)
+        timer = threading.Timer(DEAD_ENGINE_EXIT_DELAY, self.on_fatal)
+        timer.daemon = True
+        timer.start()
 
     def shutdown(self) -> None:
         if self.engine is not None:
