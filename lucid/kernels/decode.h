@@ -1,9 +1,12 @@
-// The whole decoder stack of a Qwen2 model for decode steps, in one call from Python.
+// The whole decoder stack of a Qwen2 model for one engine step, in one call from Python.
 //
 // A decode step pushes one token per sequence through 24 layers. In eager PyTorch that is ~40 small ops per
 // layer (norms, rotary, cache writes, gathers, SDPA, activation), each costing microseconds of dispatch for
 // nanoseconds of math: about a quarter of the step. Here each layer is plain loops over float32 rows plus the
 // quantized matmuls of qgemm.h, and attention reads K/V straight from the paged pool through the block tables.
+// Every token is a row that attends over its own sequence's block table up to its position, so prompt chunks
+// work too (causal by construction); the runner sends them here only while their attention is small, because
+// row-by-row attention is slower than PyTorch's flash attention for long prompts.
 // The eager model (lucid/models/qwen2.py) stays the reference: tests check this path against it.
 #pragma once
 
@@ -47,8 +50,8 @@ class FusedDecoder {
                  const torch::Tensor& k_cache, const torch::Tensor& v_cache);
 
   // One call at a time per decoder (its scratch buffers are shared across calls).
-  // hidden (M, hidden) embeddings of each sequence's newest token; positions, slot_mapping int64 (M,);
-  // block_tables int32 (M, max_blocks); context_lens int32 (M,) counting the new token. Writes the new K/V into
+  // hidden (M, hidden) embeddings of the step's tokens; positions, slot_mapping int64 (M,);
+  // block_tables int32 (M, max_blocks), each row its sequence's table; context_lens int32 (M,) = position + 1. Writes the new K/V into
   // the pool and returns the final-normed hidden states, float32 (M, hidden).
   torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& positions,
                         const torch::Tensor& slot_mapping, const torch::Tensor& block_tables,

@@ -1,8 +1,9 @@
-"""The fused decode step: hand a fused, quantized Qwen2 to the C++ `FusedDecoder` (decode.h) once, then run a
-whole decode step's decoder stack in one call.
+"""The fused step: hand a fused, quantized Qwen2 to the C++ `FusedDecoder` (decode.h) once, then run a whole
+step's decoder stack in one call.
 
-The eager model stays the reference and runs everything else (prefill, mixed steps, `--enforce-eager`); this path
-only takes steps where every sequence decodes one token, which is where per-op overhead dominates.
+The runner sends it decode steps (where PyTorch's per-op overhead dominated) and prompt chunks whose attention is
+small (ModelRunner._fused_fits); the eager model stays the reference and runs the rest (long prompts, CUDA,
+unquantized weights, `--enforce-eager`).
 """
 
 from __future__ import annotations
