@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -73,30 +74,42 @@ def load_prepared(entry: Path, dtype: torch.dtype) -> GGUFContents | None:
 
 
 def save_prepared(entry: Path, gguf_path: Path, contents: GGUFContents) -> None:
-    """Write the entry under a temporary name, then rename it into place; older versions of the file are removed.
-
-    Failing to write (disk full, read-only cache) is not an error for the caller: the model is already loaded.
-    """
-    from safetensors import SafetensorError
+    """Write the entry (see `write_entry`); older versions of the file are then removed."""
     from safetensors.torch import save_file
 
-    tmp = entry.with_name(f"{entry.name}.tmp-{os.getpid()}")
     meta = {"format": PREPARED_FORMAT, "source": str(gguf_path.resolve()), "name": contents.name,
             "config": contents.config.to_hf_dict(), "generation_config": contents.generation_config,
             "stored_formats": contents.stored_formats, "tokenizer_fields": contents.tokenizer_fields}
+
+    def write(folder: Path) -> None:
+        save_file({n: t.contiguous() for n, t in contents.tensors.items()}, str(folder / WEIGHTS_FILE))
+        (folder / META_FILE).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+
+    if write_entry(entry, write, "prepared-weights"):
+        version = entry.name.rsplit("-", 2)[0]  # everything before "-<dtype>-v<format>"
+        remove_stale_entries(entry.parent, _entry_prefix(gguf_path),
+                             keep=lambda name: name.startswith(version) and name.endswith(f"-v{PREPARED_FORMAT}"))
+
+
+def write_entry(entry: Path, write: Callable[[Path], None], what: str) -> bool:
+    """Run `write(folder)` on a temporary folder, then rename it to `entry` (if another process wrote the same
+    entry first, theirs stays). Failing to write (disk full, read-only cache) only costs the next load its speed:
+    it is logged and False returned, never raised."""
+    from safetensors import SafetensorError
+
+    tmp = entry.with_name(f"{entry.name}.tmp-{os.getpid()}")
     try:
         tmp.mkdir(parents=True, exist_ok=True)
-        save_file({n: t.contiguous() for n, t in contents.tensors.items()}, str(tmp / WEIGHTS_FILE))
-        (tmp / META_FILE).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        write(tmp)
         try:
             tmp.rename(entry)
-        except OSError:  # another process prepared the same entry first: keep theirs
+        except OSError:  # another process wrote the same entry first: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
     except (OSError, SafetensorError) as exc:
-        log.warning("could not write the prepared-weights cache %s: %s", entry, exc)
+        log.warning("could not write the %s cache %s: %s", what, entry, exc)
         shutil.rmtree(tmp, ignore_errors=True)
-        return
-    _remove_stale_entries(entry, gguf_path)
+        return False
+    return True
 
 
 def pid_alive(pid: int) -> bool:
@@ -109,15 +122,11 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale_entries(current: Path, gguf_path: Path) -> None:
-    """Drop entries of earlier versions (other size/mtime/format) of the same file, and temporary folders left by
-    killed processes; entries of other dtypes for this version stay."""
-    version = current.name.rsplit("-", 2)[0]  # everything before "-<dtype>-v<format>"
-    for entry in current.parent.glob(_entry_prefix(gguf_path) + "*"):
+def remove_stale_entries(folder: Path, prefix: str, keep: Callable[[str], bool]) -> None:
+    """Drop the entries named `prefix*` in `folder` that `keep(name)` rejects (earlier versions of a source, older
+    formats), and temporary folders left by killed processes."""
+    for entry in folder.glob(prefix + "*"):
         name, _, pid = entry.name.partition(".tmp-")
-        if pid:
-            stale = pid.isdigit() and not pid_alive(int(pid))
-        else:
-            stale = not name.startswith(version) or not name.endswith(f"-v{PREPARED_FORMAT}")
+        stale = (pid.isdigit() and not pid_alive(int(pid))) if pid else not keep(name)
         if stale and entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import torch
 
-from lucid.loader.cache import cache_dir, pid_alive
+from lucid.loader.cache import cache_dir, remove_stale_entries, write_entry
 from lucid.loader.tensors import dtype_name
 
 log = logging.getLogger(__name__)
@@ -67,35 +66,15 @@ def load_packed(entry: Path) -> dict[str, torch.Tensor] | None:
 
 
 def save_packed(entry: Path, source: Path, state: dict[str, torch.Tensor]) -> None:
-    """Write under a temporary name and rename into place; failing to write only costs the next start its speed."""
-    from safetensors import SafetensorError
+    """Write the entry (see `write_entry`); entries of earlier versions of the source are then removed (those of
+    other dtypes and schemes for this version stay)."""
     from safetensors.torch import save_file
 
-    tmp = entry.with_name(f"{entry.name}.tmp-{os.getpid()}")
-    try:
-        tmp.mkdir(parents=True, exist_ok=True)
-        save_file({name: t.contiguous() for name, t in state.items()}, str(tmp / WEIGHTS_FILE))
-        try:
-            tmp.rename(entry)
-        except OSError:  # another process wrote the same entry first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except (OSError, SafetensorError) as exc:
-        log.warning("could not write the packed-weights cache %s: %s", entry, exc)
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    _remove_stale(entry, source)
+    def write(folder: Path) -> None:
+        save_file({name: t.contiguous() for name, t in state.items()}, str(folder / WEIGHTS_FILE))
 
-
-def _remove_stale(current: Path, source: Path) -> None:
-    """Entries of earlier versions of the same source (or older packing formats) and leftovers of killed writers;
-    entries of other dtypes and schemes for this version stay."""
-    prefix = _source_prefix(source)
-    version = current.name[len(prefix):].split("-", 1)[0]
-    for entry in current.parent.glob(prefix + "*"):
-        name, _, pid = entry.name.partition(".tmp-")
-        if pid:
-            stale = pid.isdigit() and not pid_alive(int(pid))
-        else:
-            stale = not name[len(prefix):].startswith(version + "-") or not name.endswith(f"-p{PACKED_FORMAT}")
-        if stale and entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
+    if write_entry(entry, write, "packed-weights"):
+        prefix = _source_prefix(source)
+        version = entry.name[len(prefix):].split("-", 1)[0]
+        remove_stale_entries(entry.parent, prefix, keep=lambda name: name[len(prefix):].startswith(version + "-")
+                             and name.endswith(f"-p{PACKED_FORMAT}"))
