@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 
 #include "ops.h"
 
@@ -137,9 +139,104 @@ void attend_group(const float* q, int64_t group, const T* k_cache, const T* v_ca
   }
 }
 
+// Rows of one sequence's prompt chunk (n rows at consecutive positions, one block table; row i sees first_len + i
+// keys), the query heads that share KV head `g`. Flash-attention style: one pass over the keys in tiles of 16
+// positions; each tile is converted to float once (K transposed, so a query's 16 scores are plain FMAs) and used by
+// every query of the chunk, which keeps a running max, sum and output row (online softmax).
+template <typename T, int D>
+void attend_chunk(const float* q, int64_t q_stride, int64_t n, int64_t group, const T* k_cache, const T* v_cache,
+                  int64_t kv_heads, int64_t g, const int32_t* table, int64_t block_size, int64_t first_len, float* out,
+                  int64_t out_stride) {
+  constexpr int C = D / 16;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const int64_t queries = n * group, len = first_len + n - 1;
+  thread_local std::vector<float> qs, acc, top, total;  // per query: scaled query, output row, running max and sum
+  qs.resize(queries * D);
+  acc.assign(queries * D, 0.0f);
+  top.assign(queries, -INFINITY);
+  total.assign(queries, 0.0f);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t h = 0; h < group; ++h) {
+      for (int64_t d = 0; d < D; ++d) qs[(i * group + h) * D + d] = q[i * q_stride + h * D + d] * scale;
+    }
+  }
+  alignas(64) float kt[D * 16];  // the tile's keys, transposed: kt[d * 16 + j]
+  alignas(64) float vt[16 * D];  // the tile's values: vt[j * D + d]
+  alignas(64) float weight[16];
+  for (int64_t p0 = 0; p0 < len; p0 += 16) {
+    const int64_t width = std::min<int64_t>(16, len - p0);
+    for (int64_t j = 0; j < 16; ++j) {
+      if (j >= width) {  // past the last key: zeros, so masked lanes stay finite
+        for (int64_t d = 0; d < D; ++d) kt[d * 16 + j] = 0.0f;
+        std::fill(vt + j * D, vt + (j + 1) * D, 0.0f);
+        continue;
+      }
+      const int64_t pos = p0 + j;
+      const int64_t row = ((static_cast<int64_t>(table[pos / block_size]) * block_size + pos % block_size) * kv_heads
+                           + g) * D;
+      for (int c = 0; c < C; ++c) {
+        alignas(64) float chunk[16];
+        _mm512_store_ps(chunk, load16(k_cache + row + c * 16));
+        for (int t = 0; t < 16; ++t) kt[(c * 16 + t) * 16 + j] = chunk[t];
+        _mm512_store_ps(vt + j * D + c * 16, load16(v_cache + row + c * 16));
+      }
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t visible = std::min<int64_t>(16, first_len + i - p0);  // keys of this tile row i may see
+      if (visible <= 0) continue;
+      const __mmask16 mask = tail_mask(visible);
+      for (int64_t h = 0; h < group; ++h) {
+        const int64_t qi = i * group + h;
+        const float* qv = &qs[qi * D];
+        // Four partial sums: one chain of D dependent FMAs would wait on the FMA latency at every step.
+        __m512 part[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int d = 0; d < D; d += 4) {
+          for (int u = 0; u < 4; ++u) {
+            part[u] = _mm512_fmadd_ps(_mm512_set1_ps(qv[d + u]), _mm512_load_ps(kt + (d + u) * 16), part[u]);
+          }
+        }
+        __m512 s = _mm512_add_ps(_mm512_add_ps(part[0], part[1]), _mm512_add_ps(part[2], part[3]));
+        s = _mm512_mask_blend_ps(mask, _mm512_set1_ps(-INFINITY), s);
+        const float new_top = std::max(top[qi], _mm512_reduce_max_ps(s));
+        const float rescale = std::exp(top[qi] - new_top);  // 0 for the first tile (top = -inf)
+        const __m512 e = _mm512_maskz_mov_ps(mask, exp16(_mm512_sub_ps(s, _mm512_set1_ps(new_top))));
+        top[qi] = new_top;
+        total[qi] = total[qi] * rescale + _mm512_reduce_add_ps(e);
+        _mm512_store_ps(weight, e);
+        __m512 o[C];
+        for (int c = 0; c < C; ++c) o[c] = _mm512_mul_ps(_mm512_loadu_ps(&acc[qi * D + c * 16]), _mm512_set1_ps(rescale));
+        for (int64_t j = 0; j < visible; ++j) {
+          const __m512 w = _mm512_set1_ps(weight[j]);
+          for (int c = 0; c < C; ++c) o[c] = _mm512_fmadd_ps(w, _mm512_load_ps(vt + j * D + c * 16), o[c]);
+        }
+        for (int c = 0; c < C; ++c) _mm512_storeu_ps(&acc[qi * D + c * 16], o[c]);
+      }
+    }
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t h = 0; h < group; ++h) {
+      const int64_t qi = i * group + h;
+      for (int64_t d = 0; d < D; ++d) out[i * out_stride + h * D + d] = acc[qi * D + d] / total[qi];
+    }
+  }
+}
+
 inline void store_row(float* dst, const float* src, int64_t n) { std::memcpy(dst, src, n * sizeof(float)); }
 inline void store_row(at::BFloat16* dst, const float* src, int64_t n) {
   for (int64_t i = 0; i < n; i += 16) store16(dst + i, load16(src + i), tail_mask(n - i));
+}
+
+constexpr int64_t CHUNK_ROWS = 16;  // prompt rows per attention task: enough to share each key tile, and to split
+
+// Calls f with std::integral_constant<int, head_dim>: the head size is a template argument so a row fits in registers.
+template <typename F>
+void dispatch_head_dim(int64_t head_dim, F&& f) {
+  switch (head_dim) {
+    case 16: return f(std::integral_constant<int, 16>{});
+    case 32: return f(std::integral_constant<int, 32>{});
+    case 64: return f(std::integral_constant<int, 64>{});
+    default: return f(std::integral_constant<int, 128>{});
+  }
 }
 
 template <typename T>
@@ -155,17 +252,39 @@ void write_kv_and_attend(const FusedLayer& layer, float* qkv, int64_t rows, int6
     store_row(v_cache + slot_mapping[r] * kv_width, row + q_width + kv_width, kv_width);
   }
   const int64_t group = num_heads / kv_heads;
-  at::parallel_for(0, rows * kv_heads, 1, [&](int64_t t0, int64_t t1) {
+  // Consecutive rows of one sequence (a prompt chunk) attend together; a lone row (a decode token) on its own.
+  struct Task {
+    int64_t row, n, g;
+  };
+  std::vector<Task> tasks;
+  for (int64_t g = 0; g < kv_heads; ++g) {  // heads outermost: each thread's share mixes short and long rows
+    for (int64_t r = 0; r < rows;) {
+      int64_t n = 1;
+      while (r + n < rows && context_lens[r + n] == context_lens[r + n - 1] + 1 &&
+             std::memcmp(tables + (r + n) * max_blocks, tables + r * max_blocks, max_blocks * sizeof(int32_t)) == 0) {
+        ++n;
+      }
+      for (int64_t i = 0; i < n; i += CHUNK_ROWS) tasks.push_back({r + i, std::min<int64_t>(CHUNK_ROWS, n - i), g});
+      r += n;
+    }
+  }
+  at::parallel_for(0, static_cast<int64_t>(tasks.size()), 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t r = t / kv_heads, g = t % kv_heads;
-      const float* q = qkv + r * qkv_width + g * group * head_dim;
-      float* out = attn + r * q_width + g * group * head_dim;
-      const int32_t* table = tables + r * max_blocks;
-      switch (head_dim) {  // the head size is a template argument so a row lives in registers
-        case 16: attend_group<T, 16>(q, group, k_cache, v_cache, kv_heads, g, table, block_size, context_lens[r], out); break;
-        case 32: attend_group<T, 32>(q, group, k_cache, v_cache, kv_heads, g, table, block_size, context_lens[r], out); break;
-        case 64: attend_group<T, 64>(q, group, k_cache, v_cache, kv_heads, g, table, block_size, context_lens[r], out); break;
-        default: attend_group<T, 128>(q, group, k_cache, v_cache, kv_heads, g, table, block_size, context_lens[r], out);
+      const Task& task = tasks[t];
+      const float* q = qkv + task.row * qkv_width + task.g * group * head_dim;
+      float* out = attn + task.row * q_width + task.g * group * head_dim;
+      const int32_t* table = tables + task.row * max_blocks;
+      const int64_t len = context_lens[task.row];
+      if (task.n == 1) {
+        dispatch_head_dim(head_dim, [&](auto dim) {
+          attend_group<T, decltype(dim)::value>(q, group, k_cache, v_cache, kv_heads, task.g, table, block_size, len,
+                                                out);
+        });
+      } else {
+        dispatch_head_dim(head_dim, [&](auto dim) {
+          attend_chunk<T, decltype(dim)::value>(q, qkv_width, task.n, group, k_cache, v_cache, kv_heads, task.g,
+                                                table, block_size, len, out, q_width);
+        });
       }
     }
   });

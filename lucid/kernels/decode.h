@@ -5,8 +5,9 @@
 // nanoseconds of math: about a quarter of the step. Here each layer is plain loops over float32 rows plus the
 // quantized matmuls of qgemm.h, and attention reads K/V straight from the paged pool through the block tables.
 // Every token is a row that attends over its own sequence's block table up to its position, so prompt chunks
-// work too (causal by construction); the runner sends them here only while their attention is small, because
-// row-by-row attention is slower than PyTorch's flash attention for long prompts.
+// work too (causal by construction): a decode token attends on its own, consecutive rows of one prompt chunk
+// together (flash-attention style, one pass over the keys). The runner sends prompt chunks here while their
+// attention work stays below a measured crossover with PyTorch's flash attention.
 // The eager model (lucid/models/qwen2.py) stays the reference: tests check this path against it.
 #pragma once
 

@@ -1,9 +1,9 @@
 """The fused step: hand a fused, quantized Qwen2 to the C++ `FusedDecoder` (decode.h) once, then run a whole
 step's decoder stack in one call.
 
-The runner sends it decode steps (where PyTorch's per-op overhead dominated) and prompt chunks whose attention is
-small (ModelRunner._fused_fits); the eager model stays the reference and runs the rest (long prompts, CUDA,
-unquantized weights, `--enforce-eager`).
+The runner sends it decode steps (where PyTorch's per-op overhead dominated) and prompt chunks up to a measured
+amount of attention work (ModelRunner._fused_fits). The eager model stays the reference and runs the rest: the
+longest prompt chunks, CUDA, unquantized weights, `--enforce-eager`.
 """
 
 from __future__ import annotations
