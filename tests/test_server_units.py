@@ -116,3 +116,17 @@ def test_openapi_documents_400_never_422():
     assert "400" in doc["paths"]["/v1/completions"]["post"]["responses"]
     body = doc["paths"]["/v1/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/CompletionRequest"}
+
+
+def test_serve_flags_reach_the_engine_config():
+    import argparse
+
+    from lucid.server.cli_serve import add_serve_arguments, engine_config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    default = engine_config_from_args(parser.parse_args([]))
+    assert not default.enforce_eager and default.enable_prefix_caching
+    config = engine_config_from_args(parser.parse_args(["--enforce-eager", "--no-prefix-caching",
+                                                        "--max-num-seqs", "4"]))
+    assert config.enforce_eager and not config.enable_prefix_caching and config.max_num_seqs == 4
