@@ -34,6 +34,7 @@ class RateResult:
     offered: float       # requests per second asked for
     sent: int
     summary: BenchSummary
+    sent_rate: float     # requests per second actually sent: Poisson gaps can fall short of `offered` in the window
 
     @property
     def achieved(self) -> float:
@@ -51,8 +52,8 @@ def saturation_reason(result: RateResult, baseline: RateResult, args: argparse.N
     """Why this rate counts as saturated, or "" if the server kept up."""
     if result.error_share > args.max_error_share:
         return f"{result.error_share:.0%} of requests failed"
-    if result.achieved < args.follow * result.offered:
-        return f"achieved {result.achieved:.2f} req/s of {result.offered:g} offered"
+    if result.achieved < args.follow * min(result.offered, result.sent_rate):
+        return f"achieved {result.achieved:.2f} req/s of {min(result.offered, result.sent_rate):.2f} sent"
     base, now = baseline.summary.ttft.p90, result.summary.ttft.p90
     if result is not baseline and not math.isnan(base) and now > args.blowup * max(base, 1.0):
         return f"TTFT p90 {now / 1000:.1f} s, {now / base:.0f}x the lowest rate's"
@@ -76,7 +77,10 @@ def run_rates(url: str, args: argparse.Namespace) -> list[RateResult]:
         result = asyncio.run(benchmark(url, num_prompts=count, input_len=args.input_len, output_len=args.output_len,
                                        rate=rate, seed=int(rate * 1000), max_duration=args.seconds,
                                        drain_timeout=args.drain))
-        results.append(RateResult(rate, len(result.results), result.summary))
+        sent = len(result.results)
+        # Cut off by the time window before `count` were sent: the rate that really arrived is sent / window.
+        sent_rate = sent / args.seconds if sent < count else rate
+        results.append(RateResult(rate, sent, result.summary, sent_rate))
     return results
 
 
