@@ -81,3 +81,17 @@ def test_small_sources_are_not_cached(tiny_model: TinyModel, tmp_path: Path, mon
     monkeypatch.setenv("LUCID_CACHE_DIR", str(tmp_path / "cache"))
     load_quantized(tiny_model.gguf_path, "mixed", dtype="float32")
     assert not (tmp_path / "cache" / "packed").exists()
+
+
+def test_entry_missing_a_tensor_is_rebuilt(gguf_copy: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    load_quantized(gguf_copy, "mixed", dtype="float32")
+    (entry,) = (gguf_copy.parent / "cache" / "packed").iterdir()
+    weights = entry / packed_cache_module.WEIGHTS_FILE
+    tensors = load_file(str(weights))
+    tensors.pop("lm_head.qweight")
+    save_file(tensors, str(weights))
+    loaded = load_quantized(gguf_copy, "mixed", dtype="float32")   # falls back to quantizing the float weights
+    assert loaded.model.lm_head.qweight.numel() > 0
+    assert "lm_head.qweight" in load_file(str(weights))            # and writes a complete entry again

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,9 +66,14 @@ def load_quantized(path: str | Path | None, scheme: str, dtype: str | torch.dtyp
         except (OSError, ModelLoadError) as exc:  # an unusable cache folder only costs speed
             log.warning("not caching packed weights: %s", exc)
     tensors = load_packed(entry) if entry else None
+    model = None
     if tensors is not None:
-        model = packed_model(checkpoint.config, tensors, scheme, torch_dtype, source=str(entry))
-    else:
+        try:
+            model = packed_model(checkpoint.config, tensors, scheme, torch_dtype, source=str(entry))
+        except ModelLoadError as exc:  # an entry that does not fit (a bug, a hand-edited file): rebuild it
+            log.warning("ignoring unusable packed-weights cache: %s", exc)
+            shutil.rmtree(entry, ignore_errors=True)
+    if model is None:
         model = build_model(checkpoint.config, checkpoint.tensors, torch_dtype, device, source=str(checkpoint.path))
         fuse_and_quantize(model, scheme)
         if entry:
