@@ -19,6 +19,8 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"weight format in memory (default: {DEFAULT_QUANTIZATION} on CPU, none on CUDA)")
     parser.add_argument("--enforce-eager", action="store_true",
                         help="run every step on the eager PyTorch model (no fused C++ decode step)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="compute threads (default: the CPUs this process may use)")
 
 
 def _sampling_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ def _load(args: argparse.Namespace):
     device = _device(args)
     quantization = args.quantization or (DEFAULT_QUANTIZATION if device == "cpu" else "none")
     llm = LLM(args.model, dtype=args.dtype, device=device, quantization=quantization,
-              enforce_eager=getattr(args, "enforce_eager", False))
+              enforce_eager=getattr(args, "enforce_eager", False), num_threads=getattr(args, "threads", None))
     print(f"loaded {llm.engine.model_name} in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
     return llm
 

@@ -118,6 +118,8 @@ class EngineConfig:
     # Decode-only steps run the whole decoder stack in one C++ call (lucid/kernels/decode.h) when the model is
     # quantized with lucid's kernels; True keeps every step on the eager PyTorch model (the reference path).
     enforce_eager: bool = False
+    # Compute threads; None: the CPUs this process may use (affinity mask and cgroup quota, lucid.threads).
+    num_threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -126,6 +128,8 @@ class EngineConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads must be at least 1, got {self.num_threads}")
 
 
 def parse_size(text: str | int) -> int:

@@ -128,5 +128,6 @@ def test_serve_flags_reach_the_engine_config():
     default = engine_config_from_args(parser.parse_args([]))
     assert not default.enforce_eager and default.enable_prefix_caching
     config = engine_config_from_args(parser.parse_args(["--enforce-eager", "--no-prefix-caching",
-                                                        "--max-num-seqs", "4"]))
+                                                        "--max-num-seqs", "4", "--threads", "3"]))
     assert config.enforce_eager and not config.enable_prefix_caching and config.max_num_seqs == 4
+    assert config.num_threads == 3 and default.num_threads is None

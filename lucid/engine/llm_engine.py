@@ -19,6 +19,7 @@ from lucid.engine.scheduler import Scheduler, SchedulerOutput
 from lucid.engine.sequence import Sequence
 from lucid.errors import ContextLengthError, SamplingParamsError
 from lucid.sampling_params import SamplingParams
+from lucid.threads import configure_threads
 
 log = logging.getLogger("lucid.engine")
 
@@ -51,8 +52,10 @@ class LLMEngine:
         from lucid.loader.load import load_quantized
 
         # "none" keeps HF's separate modules for learners and references; the rest is the serving path.
+        engine_config = engine_config or EngineConfig()
+        configure_threads(engine_config.num_threads)   # before loading: packing the weights is parallel too
         loaded = load_quantized(model, quantization, dtype=dtype, device=device)
-        engine = cls(loaded.model, loaded.tokenizer, loaded.config, engine_config or EngineConfig(),
+        engine = cls(loaded.model, loaded.tokenizer, loaded.config, engine_config,
                      loaded.generation_config, loaded.name, device)
         # The tokenizer's and loader's objects live as long as the engine: move them out of the garbage
         # collector's sight, or its full collections keep re-scanning them (~3% of a busy engine's time).

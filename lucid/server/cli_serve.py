@@ -58,6 +58,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {EngineConfig.max_num_batched_tokens})")
     parser.add_argument("--no-prefix-caching", dest="enable_prefix_caching", action="store_false",
                         help="do not share KV blocks between requests with the same prefix")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="compute threads (default: the CPUs this process may use, cgroup quota included)")
     parser.add_argument("--enforce-eager", action="store_true",
                         help="run every step on the eager PyTorch model (no fused C++ decode step); slower, "
                              "for comparison and debugging")
@@ -78,6 +80,7 @@ def engine_config_from_args(args: argparse.Namespace, device: str = "cpu") -> En
             limits[name] = getattr(args, name)
     limits["enable_prefix_caching"] = getattr(args, "enable_prefix_caching", True)
     limits["enforce_eager"] = getattr(args, "enforce_eager", False)
+    limits["num_threads"] = getattr(args, "threads", None)
     return EngineConfig(**limits)
 
 
