@@ -44,8 +44,15 @@ def available_cpus() -> int:
 
 
 def configure_threads(requested: int | None = None) -> int:
-    """Set PyTorch's (and so lucid's kernels') thread count: `requested`, or every available CPU. Returns it."""
-    threads = requested if requested and requested > 0 else available_cpus()
+    """Set PyTorch's (and so lucid's kernels') thread count: `requested`, else $OMP_NUM_THREADS when set (the
+    usual way to pin a process's threads, as benchmarks do), else every available CPU. Returns it."""
+    from_env = os.environ.get("OMP_NUM_THREADS", "")
+    if requested and requested > 0:
+        threads = requested
+    elif from_env.isdigit() and int(from_env) > 0:
+        threads = int(from_env)
+    else:
+        threads = available_cpus()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     log.info("computing with %d thread(s)", threads)

@@ -30,11 +30,15 @@ def test_available_cpus_respects_affinity_and_quota(monkeypatch: pytest.MonkeyPa
     assert threads.available_cpus() == 1
 
 
-def test_configure_threads_sets_torch() -> None:
+def test_configure_threads_sets_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     try:
         assert threads.configure_threads(1) == 1 and torch.get_num_threads() == 1
         assert threads.configure_threads(None) == threads.available_cpus() == torch.get_num_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")   # an explicit pin wins over the machine's count
+        assert threads.configure_threads(None) == 1 and torch.get_num_threads() == 1
+        assert threads.configure_threads(2) == 2     # and --threads over the pin
     finally:
         torch.set_num_threads(before)
 
