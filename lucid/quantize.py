@@ -38,6 +38,12 @@ def layer_classes() -> dict[str, type[nn.Module]]:
     return {"int4": Int4Linear, "int8": Int8Linear}
 
 
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` where the submodule `name` (dotted path) is."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
 def quantize_model(model: nn.Module, scheme: str) -> nn.Module:
     """Replace every nn.Linear (lm_head included, unless it shares the embedding) in place."""
     if scheme == "none":
@@ -57,8 +63,7 @@ def quantize_model(model: nn.Module, scheme: str) -> nn.Module:
         cls = layer_classes()[fmt]
         with torch.no_grad():
             new = cls(module.weight.detach(), None if module.bias is None else module.bias.detach(), dtype)
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+        _replace(model, name, new)
     return model
 
 
@@ -111,8 +116,7 @@ def packed_model(config: ModelConfig, tensors: Mapping[str, torch.Tensor], schem
             packed = tuple(tensors[f"{name}.{b}"] for b in cls.buffer_names)
             bias = tensors[f"{name}.bias"] if module.bias is not None else None
             new = cls.from_packed(packed, bias, module.out_features, module.in_features, dtype)
-            parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+            _replace(model, name, new)
         floats = {name: nn.Parameter(tensors[name].to(dtype), requires_grad=False)
                   for name, p in model.named_parameters() if p.is_meta}
     except KeyError as exc:

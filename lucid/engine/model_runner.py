@@ -126,13 +126,11 @@ class ModelRunner:
         slots: list[int] = []
         tables: list[list[int]] = []     # each row's block table, padded to max_blocks
         for item in items:
-            seq, start = item.seq, item.seq.num_computed_tokens
-            table = seq.block_table[:max_blocks] + [0] * (max_blocks - len(seq.block_table))
-            for p in range(start, start + item.num_tokens):
-                ids.append(seq.token_ids[p])
-                positions.append(p)
-                slots.append(seq.block_table[p // bs] * bs + p % bs)
-                tables.append(table)
+            seq, start, end = item.seq, item.seq.num_computed_tokens, item.seq.num_computed_tokens + item.num_tokens
+            ids.extend(seq.token_ids[start:end])
+            positions.extend(range(start, end))
+            slots.extend(self._slots(seq.block_table, start, end))
+            tables.extend([seq.block_table[:max_blocks] + [0] * (max_blocks - len(seq.block_table))] * item.num_tokens)
         hidden = self.model.model.embed_tokens(torch.tensor(ids))          # (N, hidden)
         return self.fused_decoder.forward(
             hidden, torch.tensor(positions), torch.tensor(slots), torch.tensor(tables, dtype=torch.int32),

@@ -73,6 +73,13 @@ void rotate(float* x, int64_t heads, int64_t head_dim, const float* cos, const f
   }
 }
 
+// Offset (in elements) of KV head `g`'s vector at position `offset` of pool block `block`, in a layer's pool
+// (slots, kv_heads, head_dim). Position p of a sequence is (table[p / block_size], p % block_size).
+inline int64_t pool_row(int32_t block, int64_t offset, int64_t block_size, int64_t kv_heads, int64_t g,
+                        int64_t head_dim) {
+  return ((static_cast<int64_t>(block) * block_size + offset) * kv_heads + g) * head_dim;
+}
+
 // One sequence's query heads that share KV head `g` (at most 16 of them), attending over its `len` cached positions.
 // q: (group, head_dim) float32, already rotated; out: (group, head_dim).
 // Scores are kept as one 16-lane vector per position, lane h for head h, so the softmax runs across positions
@@ -88,10 +95,8 @@ void attend_group(const float* q, int64_t group, const T* k_cache, const T* v_ca
   thread_local std::vector<int64_t> rows;  // offset of position p's (slot, g) vector in the pool
   scores.resize(len * 16);
   rows.resize(len);
-  for (int64_t b = 0, p = 0; p < len; ++b) {
-    for (int64_t j = 0; j < block_size && p < len; ++j, ++p) {
-      rows[p] = ((static_cast<int64_t>(table[b]) * block_size + j) * kv_heads + g) * head_dim;
-    }
+  for (int64_t b = 0, p = 0; p < len; ++b) {  // block by block: no division per position on this hot path
+    for (int64_t j = 0; j < block_size && p < len; ++j, ++p) rows[p] = pool_row(table[b], j, block_size, kv_heads, g, D);
   }
   // The weights streamed since the last step have evicted the pool from cache: fetch rows ahead of use.
   const int64_t row_bytes = head_dim * static_cast<int64_t>(sizeof(T));
@@ -172,8 +177,7 @@ void attend_chunk(const float* q, int64_t q_stride, int64_t n, int64_t group, co
         continue;
       }
       const int64_t pos = p0 + j;
-      const int64_t row = ((static_cast<int64_t>(table[pos / block_size]) * block_size + pos % block_size) * kv_heads
-                           + g) * D;
+      const int64_t row = pool_row(table[pos / block_size], pos % block_size, block_size, kv_heads, g, D);
       for (int c = 0; c < C; ++c) {
         alignas(64) float chunk[16];
         _mm512_store_ps(chunk, load16(k_cache + row + c * 16));

@@ -12,7 +12,7 @@ import torch
 
 from lucid.config import ModelConfig
 from lucid.errors import ModelLoadError
-from lucid.loader.checkpoint import read_checkpoint
+from lucid.loader.checkpoint import Checkpoint, read_checkpoint
 from lucid.loader.tensors import parse_dtype
 
 if TYPE_CHECKING:
@@ -35,6 +35,12 @@ class LoadedModel:
     stored_formats: dict[str, str]
 
 
+def _loaded(checkpoint: Checkpoint, model: Qwen2ForCausalLM) -> LoadedModel:
+    return LoadedModel(model=model, tokenizer=checkpoint.tokenizer, config=checkpoint.config,
+                       generation_config=checkpoint.generation_config, name=checkpoint.name,
+                       path=checkpoint.path, stored_formats=checkpoint.stored_formats)
+
+
 def load(path: str | Path | None = None, dtype: str | torch.dtype = "bfloat16", device: str = "cpu") -> LoadedModel:
     """Read a checkpoint (HF folder, .gguf, or None/"default" for the default model) and build the model."""
     from lucid.models.qwen2 import build_model
@@ -42,9 +48,7 @@ def load(path: str | Path | None = None, dtype: str | torch.dtype = "bfloat16", 
     torch_dtype = parse_dtype(dtype)
     checkpoint = read_checkpoint(path, torch_dtype)
     model = build_model(checkpoint.config, checkpoint.tensors, torch_dtype, device, source=str(checkpoint.path))
-    return LoadedModel(model=model, tokenizer=checkpoint.tokenizer, config=checkpoint.config,
-                       generation_config=checkpoint.generation_config, name=checkpoint.name,
-                       path=checkpoint.path, stored_formats=checkpoint.stored_formats)
+    return _loaded(checkpoint, model)
 
 
 def load_quantized(path: str | Path | None, scheme: str, dtype: str | torch.dtype = "bfloat16",
@@ -78,6 +82,4 @@ def load_quantized(path: str | Path | None, scheme: str, dtype: str | torch.dtyp
         fuse_and_quantize(model, scheme)
         if entry:
             save_packed(entry, checkpoint.path, packed_state(model))
-    return LoadedModel(model=model, tokenizer=checkpoint.tokenizer, config=checkpoint.config,
-                       generation_config=checkpoint.generation_config, name=checkpoint.name,
-                       path=checkpoint.path, stored_formats=checkpoint.stored_formats)
+    return _loaded(checkpoint, model)
