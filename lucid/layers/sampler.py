@@ -123,7 +123,7 @@ def apply_top_p(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     probs = sorted_logits.softmax(dim=-1)
     mass_before = probs.cumsum(dim=-1) - probs                        # probability of strictly better tokens
-    drop_sorted = mass_before >= top_p.unsqueeze(1)
+    drop_sorted = (mass_before >= top_p.unsqueeze(1)) & (top_p < 1).unsqueeze(1)  # 1 = off, whatever the rounding
     drop_sorted[:, 0] = False
     drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
     return logits.masked_fill(drop, NEG_INF)
@@ -159,7 +159,7 @@ def _nucleus(sorted_weights: torch.Tensor, total: torch.Tensor, top_p: torch.Ten
     """(B, K) bool: which of the best-first candidates top-p keeps, mass taken against each row's `total`."""
     probs = sorted_weights / total
     mass_before = probs.cumsum(dim=-1) - probs
-    keep = mass_before < top_p.unsqueeze(1)
+    keep = (mass_before < top_p.unsqueeze(1)) | (top_p >= 1).unsqueeze(1)             # 1 = off, whatever the rounding
     keep[:, 0] = True
     return keep
 
@@ -255,10 +255,14 @@ def draw(probs: torch.Tensor, generators: list[torch.Generator | None]) -> torch
 
 
 def draw_candidates(candidates: Candidates, generators: list[torch.Generator | None]) -> torch.Tensor:
-    position = draw(candidates.weights, generators)
+    """One token per row. The search always runs in vocabulary order (candidates are put in id order first), so a
+    row's uniform maps to the same token whichever path its batch took: a seeded row's tokens never depend on
+    its neighbours."""
     if candidates.ids is None:
-        return position
-    return candidates.ids.gather(1, position.unsqueeze(1)).squeeze(1)
+        return draw(candidates.weights, generators)
+    ids, order = candidates.ids.sort(dim=-1)                                          # (B, K) ascending ids
+    position = draw(candidates.weights.gather(1, order), generators)
+    return ids.gather(1, position.unsqueeze(1)).squeeze(1)
 
 
 def sample(logits: torch.Tensor, t: SamplingTensors) -> torch.Tensor:
