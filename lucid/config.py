@@ -108,7 +108,9 @@ class EngineConfig:
     max_num_seqs: int = 16            # sequences advanced together in one step
     max_model_len: int = 8192         # prompt + output tokens of one sequence
     block_size: int = 16              # tokens per KV block
-    kv_cache_memory: int = 1 << 30    # bytes for the KV block pool
+    # Bytes for the KV block pool; None: max_num_seqs x max_model_len tokens, capped by a share of free memory
+    # (lucid/engine/kv_pool.py).
+    kv_cache_memory: int | None = None
     max_num_batched_tokens: int = 512  # token budget of one step (chunked prefill)
     # While other sequences are decoding, prefill at most this many prompt tokens per step, so a long prompt
     # arriving adds little to the running streams' inter-token latency (0: no separate limit).
@@ -124,7 +126,7 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_model_len", "block_size", "kv_cache_memory", "max_num_batched_tokens"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")

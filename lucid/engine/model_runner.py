@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from lucid.config import EngineConfig, ModelConfig
+from lucid.engine.kv_pool import kv_pool_bytes, zeroed_pool
 from lucid.engine.outputs import TopLogprob
 from lucid.engine.scheduler import ScheduledSeq, SchedulerOutput
 from lucid.engine.sequence import Sequence
@@ -43,13 +44,16 @@ class ModelRunner:
         self.config = config
         self.block_size = engine_config.block_size
         self.device = device
-        per_block = kv_bytes_per_token(config, dtype) * self.block_size
-        self.num_blocks = max(1, engine_config.kv_cache_memory // per_block)
+        per_token = kv_bytes_per_token(config, dtype)
+        pool_bytes = kv_pool_bytes(engine_config.kv_cache_memory, engine_config.max_num_seqs,
+                                   min(engine_config.max_model_len, config.max_position_embeddings), per_token,
+                                   self.block_size)
+        self.num_blocks = max(1, pool_bytes // (per_token * self.block_size))
         slots = self.num_blocks * self.block_size
         # One preallocated pool: (layers, slots, kv_heads, head_dim) for K and for V.
         shape = (config.num_hidden_layers, slots, config.num_key_value_heads, config.head_dim)
-        self.k_pool = torch.zeros(shape, dtype=dtype, device=device)
-        self.v_pool = torch.zeros(shape, dtype=dtype, device=device)
+        self.k_pool = zeroed_pool(shape, dtype, device)
+        self.v_pool = zeroed_pool(shape, dtype, device)
         for i, layer in enumerate(model.model.layers):
             layer.self_attn.k_cache = self.k_pool[i]
             layer.self_attn.v_cache = self.v_pool[i]

@@ -50,7 +50,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"prompt + output tokens per request (default {CPU_MAX_MODEL_LEN} on CPU, "
                              "the model's own limit on a GPU)")
     parser.add_argument("--kv-cache-memory", type=parse_size, default=None, metavar="SIZE",
-                        help="memory for the KV cache, e.g. 512M or 2G (default 1G)")
+                        help="memory for the KV cache, e.g. 512M or 2G (default: what --max-num-seqs sequences of "
+                             "--max-model-len tokens can fill, at most half the memory available at start-up)")
     parser.add_argument("--max-queue", type=int, default=None,
                         help=f"waiting requests before new ones get 429 (default {EngineConfig.max_queue})")
     parser.add_argument("--max-num-batched-tokens", type=int, default=None,
