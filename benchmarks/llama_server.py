@@ -23,8 +23,8 @@ import tarfile
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # pins the llama.cpp sources (its vendor/llama.cpp tree)
 CMAKE_FLAGS = ["-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF",

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import torch
 
