@@ -10,6 +10,7 @@ from torch import nn
 from lucid.config import QUANTIZATION_SCHEMES as SCHEMES
 from lucid.config import ModelConfig
 from lucid.errors import ModelLoadError
+from lucid.layers.quantized_embedding import Q8Embedding
 from lucid.layers.quantized_linear import Int4Linear, Int8Linear
 from lucid.models.qwen2 import Qwen2ForCausalLM
 
@@ -44,6 +45,20 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
+def _quantize_tied_head(model: nn.Module, name: str, dtype: torch.dtype) -> None:
+    """A head tied to the embedding becomes q8 and the embedding reads its rows from it (one int8 table instead
+    of a float one). Only with lucid's kernels: elsewhere the table stays float for lookups."""
+    if not can_pack():
+        return
+    from lucid.kernels.linear import Q8Linear
+
+    embed = model.model.embed_tokens
+    with torch.no_grad():
+        head = Q8Linear(embed.weight.detach(), None, dtype)
+    _replace(model, name, head)
+    _replace(model, "model.embed_tokens", Q8Embedding(head, dtype))
+
+
 def quantize_model(model: nn.Module, scheme: str) -> nn.Module:
     """Replace every nn.Linear (lm_head included, unless it shares the embedding) in place."""
     if scheme == "none":
@@ -56,7 +71,8 @@ def quantize_model(model: nn.Module, scheme: str) -> nn.Module:
         if not isinstance(module, nn.Linear):
             continue
         if embed is not None and module.weight is embed.weight:
-            continue  # a tied head shares the embedding table, which must stay float for lookups
+            _quantize_tied_head(model, name, dtype)
+            continue
         fmt = layer_format(name, scheme)
         if fmt == "none":
             continue
@@ -107,9 +123,10 @@ def packed_model(config: ModelConfig, tensors: Mapping[str, torch.Tensor], schem
     embed = model.model.embed_tokens
     try:
         for name, module in list(model.named_modules()):
-            if not isinstance(module, nn.Linear) or module.weight is embed.weight:
+            if not isinstance(module, nn.Linear):
                 continue
-            fmt = layer_format(name, scheme)
+            tied = module.weight is embed.weight    # a tied head is q8, the embedding reads its rows
+            fmt = "int8" if tied else layer_format(name, scheme)
             if fmt == "none":
                 raise ModelLoadError(f"{source}: scheme {scheme!r} keeps {name} in float; nothing to unpack")
             cls = classes[fmt]
@@ -117,13 +134,13 @@ def packed_model(config: ModelConfig, tensors: Mapping[str, torch.Tensor], schem
             bias = tensors[f"{name}.bias"] if module.bias is not None else None
             new = cls.from_packed(packed, bias, module.out_features, module.in_features, dtype)
             _replace(model, name, new)
+            if tied:
+                _replace(model, "model.embed_tokens", Q8Embedding(new, dtype))
         floats = {name: nn.Parameter(tensors[name].to(dtype), requires_grad=False)
                   for name, p in model.named_parameters() if p.is_meta}
     except KeyError as exc:
         raise ModelLoadError(f"{source}: tensor {exc.args[0]} is missing") from None
     model.load_state_dict(floats, strict=False, assign=True)
-    if config.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
     if any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
         raise ModelLoadError(f"{source}: some tensors of the model were not in the packed weights")
     return model.eval()
