@@ -38,7 +38,8 @@ lint: $(VENV)/.test-deps
 	$(VENV)/bin/ruff check lucid tests benchmarks examples
 
 bench: setup
-	$(PIP) install -q transformers accelerate "llama-cpp-python[server]"
+	$(PIP) install -q transformers accelerate llama-cpp-python
+	nice -n 10 $(PY) benchmarks/llama_server.py   # llama.cpp's llama-server, built once into ~/.cache/lucid
 	$(PY) benchmarks/compare.py
 
 clean:

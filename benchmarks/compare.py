@@ -1,12 +1,15 @@
-"""lucid vs llama.cpp (llama-cpp-python) vs HF transformers on the default model's GGUF, one after another.
+"""lucid vs llama.cpp vs HF transformers on the default model's GGUF, one after another.
 
     .venv/bin/python benchmarks/compare.py                            # everything (make bench installs the peers)
     .venv/bin/python benchmarks/compare.py --skip transformers --quantization int8 --out docs/compare.md
 
 Same GGUF file and the same number of threads everywhere. Each in-process measurement runs in its own process (its
 peak RSS is its own): prefill tok/s of a 512-token prompt, single-stream greedy decode tok/s over 256 tokens (EOS
-suppressed), load time, peak RSS, perplexity on benchmarks/data/perplexity.txt. Then each server (lucid serve and
-llama-cpp-python's server) is started, timed to its first healthy answer, and streamed at concurrency 1, 4 and 16.
+suppressed), load time, peak RSS, perplexity on benchmarks/data/perplexity.txt (llama.cpp through llama-cpp-python).
+Then each server is started, timed to its first healthy answer, and streamed at concurrency 1, 4 and 16, greedy and
+at temperature 0.7: `lucid serve`, and llama.cpp's own `llama-server` (built from the llama-cpp-python sdist's
+sources by benchmarks/llama_server.py) with `-np 16` slots, which batches requests like lucid does. Both servers get
+the same context capacity (llama-server `-c`, lucid's KV pool in tokens); their peak RSS is reported.
 Last, the machine's memory bandwidth and the share of it lucid's decoding uses.
 """
 
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from lucid.bench.report import fmt, markdown_table
@@ -30,6 +34,7 @@ from lucid.config import DEFAULT_QUANTIZATION
 STOP_TOKENS = (b"<|im_end|>", b"<|endoftext|>")  # Qwen's: 151645 and 151643 in the default model
 NO_EOS_BIAS = -1e4  # added to their logits: never chosen, so every system generates the same number of tokens
 PEERS = ("llama", "transformers")
+SAMPLED_TEMPERATURE = 0.7
 
 
 # ---- children: each runs in its own process and prints one line "RESULT {json}" --------------------------------
@@ -168,45 +173,72 @@ def _thread_env(threads: int) -> dict[str, str]:
 
 # ---- servers ---------------------------------------------------------------------------------------------------
 
+def kv_bytes_per_token(gguf: str) -> int:
+    """K and V of every layer for one token in bfloat16, from the GGUF's metadata (what lucid's pool holds)."""
+    from lucid.loader.gguf_file import open_gguf, read_metadata
+
+    meta = read_metadata(open_gguf(Path(gguf)))
+    arch = meta["general.architecture"]
+    head_dim = meta[f"{arch}.embedding_length"] // meta[f"{arch}.attention.head_count"]
+    return 2 * meta[f"{arch}.block_count"] * meta[f"{arch}.attention.head_count_kv"] * head_dim * 2
+
+
 def serve_lucid(args: argparse.Namespace) -> dict[str, Any]:
     from lucid.bench.server import lucid_server
 
-    extra = ["--quantization", args.quantization]
+    # The same context capacity as llama-server's -c: a KV pool of exactly that many tokens, 16 sequences.
+    extra = ["--quantization", args.quantization, "--max-num-seqs", str(args.parallel),
+             "--kv-cache-memory", str(args.context * kv_bytes_per_token(args.gguf))]
     return _serve(lucid_server(args.gguf, extra, env=_thread_env(args.threads)), args, extra_body=None)
 
 
 def serve_llama(args: argparse.Namespace) -> dict[str, Any]:
+    """llama.cpp's own llama-server (built from the llama-cpp-python sdist's sources by benchmarks/llama_server.py):
+    `-np` parallel slots sharing a `-c` token context, continuous batching across them."""
+    from llama_server import ensure_built
+
     from lucid.bench.server import ServerProcess
 
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", args.gguf, "--n_threads", str(args.threads),
-               "--n_threads_batch", str(args.threads), "--n_ctx", "4096", "--host", "127.0.0.1", "--port", "{port}",
-               "--interrupt_requests", "False", "--logits_all", "False"]
-    # Its defaults would cut a stream short when the next request arrives (interrupt_requests) and keep the logits of
-    # every prompt position (logits_all). It applies repeat_penalty 1.1 and has no ignore_eos: make it plain greedy
-    # with EOS banned, like the others.
     try:
-        stops = stop_ids(_llama(args.gguf, 1, n_ctx=64, vocab_only=True))
-    except ImportError:
-        return {"error": "llama-cpp-python is not installed: pip install 'llama-cpp-python[server]'"}
-    body = {"repeat_penalty": 1.0, "logit_bias": {str(eos): NO_EOS_BIAS for eos in stops}}
-    return _serve(ServerProcess(command, health_path="/v1/models", env=_thread_env(args.threads)), args, body)
+        binary = ensure_built()
+    except Exception as exc:  # no compiler, no network: the column stays empty, the others still run
+        return {"error": f"llama-server could not be built: {exc}"}
+    command = [str(binary), "-m", args.gguf, "--host", "127.0.0.1", "--port", "{port}", "-t", str(args.threads),
+               "-tb", str(args.threads), "-c", str(args.context), "-np", str(args.parallel), "--no-webui"]
+    # ignore_eos (sent by the bench client) keeps every answer at its full length; the bias makes sure of it.
+    stops = _stop_ids_of(args.gguf)
+    body = {"logit_bias": {str(eos): NO_EOS_BIAS for eos in stops}} if stops else None
+    return _serve(ServerProcess(command, health_path="/health", env=_thread_env(args.threads)), args, body)
+
+
+def _stop_ids_of(gguf: str) -> list[int]:
+    from lucid.loader.gguf_file import open_gguf, read_metadata
+
+    meta = read_metadata(open_gguf(Path(gguf)))
+    tokens = meta.get("tokenizer.ggml.tokens") or []
+    return [i for i, token in enumerate(tokens) if str(token).encode() in STOP_TOKENS]
 
 
 def _serve(server: Any, args: argparse.Namespace, extra_body: dict[str, Any] | None) -> dict[str, Any]:
+    """Stream at every level greedy, then again at temperature 0.7 (the peers' other sampling defaults apply)."""
     from lucid.bench.sweep import concurrency_sweep
 
+    sampled_body = {**(extra_body or {}), "temperature": SAMPLED_TEMPERATURE}
     try:
         with server:
             summaries = concurrency_sweep(server.url, args.levels, rounds=args.rounds, input_len=args.serve_input_len,
                                           output_len=args.serve_output_len, extra_body=extra_body)
+            sampled = concurrency_sweep(server.url, args.levels, rounds=args.rounds, input_len=args.serve_input_len,
+                                        output_len=args.serve_output_len, extra_body=sampled_body)
             peak = server.peak_rss_bytes()
     except Exception as exc:  # a peer that cannot start must not cost the other columns
         print(f"[compare] server failed: {exc}", file=sys.stderr)
         return {"error": str(exc).splitlines()[0][:120]}
     first = summaries[args.levels[0]]
     result = {"startup_s": server.startup_s, "server_rss": peak, "ttft_ms": first.ttft.median,
-              "failed": sum(s.failed for s in summaries.values())}
+              "failed": sum(s.failed for s in [*summaries.values(), *sampled.values()])}
     result.update({f"serve_{level}": s.output_throughput for level, s in summaries.items()})
+    result.update({f"serve_{level}_sampled": s.output_throughput for level, s in sampled.items()})
     return result
 
 
@@ -232,9 +264,11 @@ def metric_rows(args: argparse.Namespace) -> list[tuple[str, str, int, float]]:
         ("load time, in-process (s)", "load_s", 1, 1.0),
         ("peak RSS, in-process (GB)", "peak_rss", 2, 1e-9),
         ("server start-up to healthy (s)", "startup_s", 1, 1.0),
-        ("server peak RSS (GB)", "server_rss", 2, 1e-9),
+        (f"server peak RSS, {args.context}-token context, {args.parallel} slots (GB)", "server_rss", 2, 1e-9),
         (f"TTFT, served, c={args.levels[0]}, {args.serve_input_len}-token prompt (median ms)", "ttft_ms", 0, 1.0),
-        *[(f"served output tok/s, c={level}", f"serve_{level}", 1, 1.0) for level in args.levels],
+        *[(f"served output tok/s, c={level}, greedy", f"serve_{level}", 1, 1.0) for level in args.levels],
+        *[(f"served output tok/s, c={level}, temperature {SAMPLED_TEMPERATURE}", f"serve_{level}_sampled", 1, 1.0)
+          for level in args.levels],
         ("perplexity (benchmarks/data/perplexity.txt)", "perplexity", 3, 1.0),
     ]
 
@@ -282,9 +316,13 @@ def scaling_lines(results: dict[str, dict[str, Any]], levels: list[int]) -> list
     low, high = f"serve_{levels[0]}", f"serve_{levels[-1]}"
     for name in ("lucid", "llama"):
         r = results.get(name, {})
-        if r.get(low) and r.get(high):
-            lines.append(f"{'lucid' if name == 'lucid' else 'llama.cpp'} served output tok/s at c={levels[-1]} / "
-                         f"c={levels[0]}: {r[high] / r[low]:.2f}x.")
+        for suffix, kind in (("", "greedy"), ("_sampled", f"temperature {SAMPLED_TEMPERATURE}")):
+            if r.get(low + suffix) and r.get(high + suffix):
+                lines.append(f"{'lucid' if name == 'lucid' else 'llama-server'} served output tok/s, {kind}, at "
+                             f"c={levels[-1]} / c={levels[0]}: {r[high + suffix] / r[low + suffix]:.2f}x.")
+        if r.get(high) and r.get(high + "_sampled"):
+            lines.append(f"{'lucid' if name == 'lucid' else 'llama-server'} at c={levels[-1]}, temperature "
+                         f"{SAMPLED_TEMPERATURE} / greedy: {r[high + '_sampled'] / r[high]:.2f}.")
     return lines
 
 
@@ -298,6 +336,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--decode", type=int, default=256, help="decode tokens (256)")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16], help="serving concurrencies (1 4 16)")
     parser.add_argument("--rounds", type=int, default=2, help="serving requests per level = rounds x concurrency")
+    parser.add_argument("--context", type=int, default=8192,
+                        help="served context capacity in tokens: llama-server -c, lucid's KV pool (8192)")
+    parser.add_argument("--parallel", type=int, default=16,
+                        help="llama-server -np slots and lucid --max-num-seqs (16)")
     parser.add_argument("--serve-input-len", type=int, default=128)
     parser.add_argument("--serve-output-len", type=int, default=128)
     parser.add_argument("--gguf", default=None, help=argparse.SUPPRESS)  # the default model's; set for the children
