@@ -60,7 +60,8 @@ def _quantize_tied_head(model: nn.Module, name: str, dtype: torch.dtype) -> None
 
 
 def quantize_model(model: nn.Module, scheme: str) -> nn.Module:
-    """Replace every nn.Linear (lm_head included, unless it shares the embedding) in place."""
+    """Replace every nn.Linear in place (lm_head included; a head tied to the embedding becomes q8 and the
+    embedding reads its rows from it)."""
     if scheme == "none":
         return model
     dtype = next(model.parameters()).dtype
