@@ -56,11 +56,12 @@ def load_packed(entry: Path) -> dict[str, torch.Tensor] | None:
     path = entry / WEIGHTS_FILE
     if not path.is_file():
         return None
-    from lucid.loader.mapped_safetensors import MappedFileError, map_safetensors
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
     try:
-        return map_safetensors(path)   # mapped, not read: start-up does not wait for 0.5 GB of copies
-    except (OSError, MappedFileError) as exc:
+        return load_file(str(path))
+    except (OSError, SafetensorError) as exc:
         log.warning("ignoring damaged packed-weights cache %s (%s)", entry, exc)
         shutil.rmtree(entry, ignore_errors=True)
         return None
