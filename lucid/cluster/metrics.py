@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 _GAUGES = (("running", "lucid_replica_num_requests_running", "Sequences in the replica's running batch."),
            ("waiting", "lucid_replica_num_requests_waiting", "Sequences in the replica's waiting queue."),
-           ("used_blocks", "lucid_replica_kv_cache_used_blocks", "KV-cache blocks in use on the replica."))
+           ("used_blocks", "lucid_replica_kv_cache_used_blocks", "KV-cache blocks in use on the replica."),
+           ("pid", "lucid_replica_pid", "The replica's process id on its node (which `ray::` process it is)."))
 
 
 class ReplicaCollector(Collector):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 
@@ -90,7 +91,7 @@ class LucidReplica:
 
     def record_routing_stats(self) -> dict[str, int]:
         """Serve ships this to every router (lucid's shows it per replica in /metrics)."""
-        return stats_dict(self.engine.stats())
+        return {**stats_dict(self.engine.stats()), "pid": os.getpid()}
 
     def __del__(self) -> None:  # Serve calls it when it stops the replica (scale down, shutdown)
         engine = getattr(self, "engine", None)
