@@ -11,12 +11,12 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import ray
 from ray import serve
 from ray.exceptions import RayError
 from ray.serve.exceptions import RayServeException
 
 from lucid.cluster.messages import ReplicaFailure, ReplicaInfo, ReplicaRequest
-from lucid.cluster.prefix_router import replica_stats
 from lucid.engine.outputs import EngineStats, RequestOutput
 from lucid.errors import ContextLengthError, EngineDeadError, ModelLoadError, QueueFullError, SamplingParamsError
 from lucid.sampling_params import SamplingParams
@@ -35,7 +35,7 @@ class ReplicaLostError(EngineDeadError):
 
 class ClusterEngine:
     def __init__(self, handle: Any, info: ReplicaInfo, app_name: str, deployment_name: str, num_replicas: int,
-                 on_shutdown: Callable[[], None]) -> None:
+                 stats_board: Any, on_shutdown: Callable[[], None]) -> None:
         self._stream = handle.options(stream=True).generate
         self.tokenizer = info.tokenizer
         self.model_config = info.model_config
@@ -47,6 +47,8 @@ class ClusterEngine:
         self.on_death: Callable[[BaseException], None] | None = None  # never called: Serve restarts replicas
         self.running_replicas = num_replicas
         self.requests_by_replica: Counter[str] = Counter()
+        self._stats_board = stats_board
+        self._replica_stats: dict[str, dict[str, Any]] = {}
         self._in_flight: dict[str, Any] = {}
         self._aborted: set[str] = set()
         self._on_shutdown = on_shutdown
@@ -65,12 +67,13 @@ class ClusterEngine:
         self._on_shutdown()
 
     def _watch_replicas(self) -> None:
-        """Follow how many replicas Serve has running: none means 503 until Serve has restarted one."""
+        """Follow how many replicas Serve has running (none: 503 until Serve has restarted one) and their counters."""
         while not self._stop.wait(HEALTH_POLL_SECONDS):
             try:
                 deployment = serve.status().applications[self.app_name].deployments[self.deployment_name]
                 running = sum(n for state, n in deployment.replica_states.items()
                               if getattr(state, "value", state) == "RUNNING")
+                self._replica_stats = ray.get(self._stats_board.read.remote(), timeout=HEALTH_POLL_SECONDS * 5)
             except Exception as exc:  # noqa: BLE001 - the controller is unreachable: nothing serves
                 log.warning("cannot read the replicas' status: %s", exc)
                 running = 0
@@ -128,7 +131,7 @@ class ClusterEngine:
 
     def replica_stats(self) -> dict[str, dict[str, Any]]:
         """Each replica's latest engine counters (running, waiting, KV blocks ...), by replica id."""
-        return replica_stats()
+        return self._replica_stats
 
     def stats(self) -> EngineStats:
         """The replicas' counters summed: what /metrics shows for the whole deployment."""

@@ -19,6 +19,7 @@ from lucid.cluster.client import ClusterEngine
 from lucid.cluster.messages import ReplicaSpec
 from lucid.cluster.prefix_router import PrefixAffinityRouter
 from lucid.cluster.replica import LucidReplica
+from lucid.cluster.stats_board import StatsBoard
 from lucid.config import EngineConfig
 from lucid.threads import available_cpus
 
@@ -56,6 +57,8 @@ def deploy(spec: ReplicaSpec, num_replicas: int, cpus_per_replica: int, on_shutd
             request_routing_stats_timeout_s=5.0,
             request_router_kwargs={"block_size": engine_config.block_size,
                                    "imbalanced_threshold": imbalanced_threshold})
+    board = StatsBoard.remote()  # owned by this process: it goes when we do
+    spec = replace(spec, stats_board=board)
     threads = str(spec.engine_config.num_threads)
     deployment = serve.deployment(LucidReplica, name=DEPLOYMENT_NAME).options(
         num_replicas=num_replicas,
@@ -68,7 +71,7 @@ def deploy(spec: ReplicaSpec, num_replicas: int, cpus_per_replica: int, on_shutd
     serve.start(proxy_location="Disabled")
     handle = serve.run(deployment.bind(spec), name=APP_NAME, route_prefix=None)
     info = handle.describe.remote().result()
-    return ClusterEngine(handle, info, APP_NAME, DEPLOYMENT_NAME, num_replicas, on_shutdown)
+    return ClusterEngine(handle, info, APP_NAME, DEPLOYMENT_NAME, num_replicas, board, on_shutdown)
 
 
 def stop(own_ray: bool) -> None:

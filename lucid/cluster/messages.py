@@ -58,6 +58,7 @@ class ReplicaSpec:
     device: str = "cpu"
     dtype: str | None = None
     quantization: str = "none"
+    stats_board: Any = None       # the StatsBoard actor the replica posts its engine counters to
 
 
 def stats_dict(stats: EngineStats) -> dict[str, int]:

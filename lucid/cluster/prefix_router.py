@@ -10,25 +10,11 @@ PrefixCacheAffinityRouter (ray.llm) does the same on prompt text, but is importa
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
 from lucid.cluster.prefix_table import DEFAULT_MAX_HASHES, PrefixTable, block_hashes
-
-# Every live router of this process, so the front can show the replicas' routing stats (running/waiting per
-# replica, reported by each replica's record_routing_stats) without a remote call of its own.
-_ROUTERS: weakref.WeakSet[PrefixAffinityRouter] = weakref.WeakSet()
-
-
-def replica_stats() -> dict[str, dict[str, Any]]:
-    """The latest routing stats of every replica this process routes to, by replica id."""
-    stats: dict[str, dict[str, Any]] = {}
-    for router in list(_ROUTERS):
-        for replica_id, replica in router.curr_replicas.items():
-            stats[replica_id.unique_id] = dict(replica.routing_stats or {})
-    return stats
 
 
 def _prompt_tokens(pending_request: PendingRequest | None) -> list[int] | None:
@@ -53,7 +39,6 @@ class PrefixAffinityRouter(RequestRouter):
         self.table = PrefixTable(block_size, max_hashes)
         self.imbalanced_threshold = imbalanced_threshold
         self.match_rate_threshold = match_rate_threshold
-        _ROUTERS.add(self)
 
     def _load(self, replica: RunningReplica) -> int:
         """Requests in flight on a replica: Serve's queue-length cache (probed, plus what this router sent since),

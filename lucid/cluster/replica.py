@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -23,6 +24,7 @@ from lucid.cluster.messages import (
     ReplicaSpec,
     stats_dict,
 )
+from lucid.cluster.stats_board import post_forever
 from lucid.engine.outputs import RequestOutput
 
 log = logging.getLogger("lucid.cluster")
@@ -41,6 +43,9 @@ class LucidReplica:
                                                   quantization=spec.quantization, **options)
         self.engine.start()
         self.name = serve.get_replica_context().replica_id.unique_id
+        self._stop_posting = threading.Event()
+        if spec.stats_board is not None:
+            post_forever(spec.stats_board, self.name, self.record_routing_stats, self._stop_posting)
         log.info("replica %s: %s loaded in %.1f s", self.name, self.engine.model_name, time.perf_counter() - started)
 
     def describe(self) -> ReplicaInfo:
@@ -90,10 +95,12 @@ class LucidReplica:
             raise RuntimeError(f"the engine has stopped: {self.engine.dead_error}")
 
     def record_routing_stats(self) -> dict[str, int]:
-        """Serve ships this to every router (lucid's shows it per replica in /metrics)."""
+        """The engine's counters: Serve ships them to every router; the stats board to the front's /metrics."""
         return {**stats_dict(self.engine.stats()), "pid": os.getpid()}
 
     def __del__(self) -> None:  # Serve calls it when it stops the replica (scale down, shutdown)
+        if hasattr(self, "_stop_posting"):
+            self._stop_posting.set()
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.shutdown()
