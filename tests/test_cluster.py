@@ -109,7 +109,6 @@ def test_conversations_stay_on_one_replica_and_report_cached_tokens(cluster):
             messages += [{"role": "assistant", "content": result.choices[0].message.content},
                          {"role": "user", "content": f"And then, turn {turn + 1} of conversation {c}?"}]
     assert all(len(replicas) == 1 for replicas in homes.values()), homes
-    assert len(set.union(*homes.values())) == 2, homes  # new conversations were spread, not all on one replica
     assert all(n >= 16 for n in cached), cached          # every follow-up found its history's blocks
 
 

@@ -6,6 +6,7 @@ difference: it renders and tokenizes prompts with the tokenizer the replicas sen
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -57,11 +58,14 @@ class ClusterEngine:
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
+        """On the server's main thread: start following the replicas."""
+        _reclaim_stop_signals()
         if self._poller is None:
             self._poller = threading.Thread(target=self._watch_replicas, name="lucid-replicas", daemon=True)
             self._poller.start()
 
     def shutdown(self) -> None:
+        """Stop the replicas (and a local Ray): returns when they are gone."""
         self._stop.set()
         self.abort_all()
         self._on_shutdown()
@@ -140,6 +144,18 @@ class ClusterEngine:
             total.update({k: int(v) for k, v in stats.items()})
         return EngineStats(total["running"], total["waiting"], total["used_blocks"], total["total_blocks"],
                            total["preemptions"], total["steps"])
+
+
+def _reclaim_stop_signals() -> None:
+    """Ray's core worker hooks a crash handler onto SIGTERM/SIGINT at the C level; it arms a 3 s alarm that aborts
+    the process in the middle of the drain and the replicas' shutdown (exit 134, Ray processes left behind). Give
+    the signals back to the server's own handlers, which drain and then stop Serve and Ray."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        handler = signal.getsignal(sig)
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 def _as_exception(failure: ReplicaFailure) -> Exception:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -76,9 +77,11 @@ def deploy(spec: ReplicaSpec, num_replicas: int, cpus_per_replica: int, on_shutd
 
 def stop(own_ray: bool) -> None:
     """Remove the replicas (and, for a local Ray, Ray itself: no `ray::` process stays behind)."""
+    log.info("Stopping the replicas%s", " and the local Ray" if own_ray else "")
     try:
         if ray.is_initialized():
             serve.shutdown() if own_ray else serve.delete(APP_NAME)
+            log.info("Replicas stopped")
     except Exception as exc:  # noqa: BLE001 - still stop Ray below
         log.warning("stopping Serve: %s", exc)
     finally:
@@ -86,12 +89,47 @@ def stop(own_ray: bool) -> None:
             ray.shutdown()
 
 
+class RayOwner:
+    """The thread that starts Ray, stays alive while Ray runs, and stops it. A local Ray's own processes (gcs,
+    raylet) are started with a parent-death signal, which Linux sends when the spawning *thread* ends: started from
+    the server's short-lived loading thread, they would be killed the moment loading finished."""
+
+    def __init__(self, address: str | None, min_cpus: int) -> None:
+        self.address, self.min_cpus = address, min_cpus
+        self.own_ray = False
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="lucid-ray", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self._stopping.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            self.own_ray = start_ray(self.address, self.min_cpus)
+        except BaseException as exc:  # noqa: BLE001 - raised again by start(), in the loading thread
+            self._error = exc
+        self._ready.set()
+        if self._error is None:
+            self._stopping.wait()
+            stop(self.own_ray)
+
+
 def cluster_loader(args: argparse.Namespace, engine_config: EngineConfig, quantization: str,
                    device: str) -> Callable[[], ClusterEngine]:
     """The ServerState loader for `lucid serve --replicas N`: start Ray and Serve, deploy, return the engine."""
 
     def load() -> ClusterEngine:
-        own_ray = start_ray(args.ray_address, args.replicas * (args.cpus_per_replica or 1))
+        owner = RayOwner(args.ray_address, args.replicas * (args.cpus_per_replica or 1))
+        owner.start()
         try:
             cpus = args.cpus_per_replica or max(1, int(ray.cluster_resources().get("CPU", 1)) // args.replicas)
             log.info("Starting %d replica(s) x %d CPU on Ray (%s)", args.replicas, cpus,
@@ -99,9 +137,9 @@ def cluster_loader(args: argparse.Namespace, engine_config: EngineConfig, quanti
             # A local path is made absolute: the replicas' workers do not start in this process's directory.
             model = os.path.abspath(args.model) if args.model and os.path.exists(args.model) else args.model
             spec = ReplicaSpec(model, engine_config, device, args.dtype, quantization)
-            return deploy(spec, args.replicas, cpus, lambda: stop(own_ray), router=args.replica_router)
+            return deploy(spec, args.replicas, cpus, owner.stop, router=args.replica_router)
         except BaseException:
-            stop(own_ray)
+            owner.stop()
             raise
 
     return load
