@@ -72,7 +72,8 @@ async def chat_turn(client: httpx.AsyncClient, url: str, messages: list[dict], m
     ttft = float("nan")
     text, usage = [], {}
     async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
-        response.raise_for_status()
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread()).decode()[:300]}")
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
