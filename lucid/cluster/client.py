@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -26,6 +27,7 @@ from lucid.server.errors import unavailable
 log = logging.getLogger("lucid.cluster")
 
 HEALTH_POLL_SECONDS = 1.0
+STATUS_GRACE_SECONDS = 15.0  # how long Serve's status may be unreadable before /health says no replica serves
 _ENGINE_ERRORS: dict[str, type[Exception]] = {cls.__name__: cls for cls in (
     ContextLengthError, EngineDeadError, ModelLoadError, QueueFullError, ValueError)}
 
@@ -72,20 +74,32 @@ class ClusterEngine:
 
     def _watch_replicas(self) -> None:
         """Follow how many replicas Serve has running (none: 503 until Serve has restarted one) and their counters."""
+        failing_since: float | None = None
         while not self._stop.wait(HEALTH_POLL_SECONDS):
             try:
                 deployment = serve.status().applications[self.app_name].deployments[self.deployment_name]
                 running = sum(n for state, n in deployment.replica_states.items()
                               if getattr(state, "value", state) == "RUNNING")
-                self._replica_stats = ray.get(self._stats_board.read.remote(), timeout=HEALTH_POLL_SECONDS * 5)
-            except Exception as exc:  # noqa: BLE001 - the controller is unreachable: nothing serves
+            except Exception as exc:  # noqa: BLE001 - Serve's controller is restarting, or gone
+                failing_since = failing_since or time.monotonic()
                 log.warning("cannot read the replicas' status: %s", exc)
-                running = 0
+                # The controller restarts on its own; the replicas keep serving meanwhile. Only a long silence
+                # means nothing serves.
+                running = 0 if time.monotonic() - failing_since > STATUS_GRACE_SECONDS else self.running_replicas
+            else:
+                failing_since = None
+            self._read_stats_board()
             if running != self.running_replicas:
                 log.info("replicas running: %d of %d", running, self.num_replicas)
             self.running_replicas = running
             self.dead_error = None if running else EngineDeadError(
                 f"no replica is serving (0 of {self.num_replicas} running); Ray Serve is restarting them")
+
+    def _read_stats_board(self) -> None:
+        try:
+            self._replica_stats = ray.get(self._stats_board.read.remote(), timeout=HEALTH_POLL_SECONDS * 5)
+        except Exception as exc:  # noqa: BLE001 - only /metrics' per-replica gauges go stale
+            log.warning("cannot read the replicas' counters: %s", exc)
 
     @property
     def is_running(self) -> bool:
