@@ -15,6 +15,7 @@ from dataclasses import replace
 import ray
 from ray import serve
 from ray.serve.config import RequestRouterConfig
+from ray.serve.schema import LoggingConfig
 
 from lucid.cluster.client import ClusterEngine
 from lucid.cluster.messages import ReplicaSpec
@@ -68,7 +69,8 @@ def deploy(spec: ReplicaSpec, num_replicas: int, cpus_per_replica: int, on_shutd
         # Serve queues above this in the front; past the engine's own limits its 429 should answer first.
         max_ongoing_requests=engine_config.max_num_seqs + engine_config.max_queue,
         request_router_config=router_config,
-        health_check_period_s=2.0, health_check_timeout_s=30.0, graceful_shutdown_timeout_s=5.0)
+        health_check_period_s=2.0, health_check_timeout_s=30.0, graceful_shutdown_timeout_s=5.0,
+        logging_config=LoggingConfig(enable_access_log=False))  # the front logs each request already
     serve.start(proxy_location="Disabled")
     handle = serve.run(deployment.bind(spec), name=APP_NAME, route_prefix=None)
     info = handle.describe.remote().result()
