@@ -18,7 +18,7 @@ $(VENV)/.setup: pyproject.toml
 	touch $@
 
 $(VENV)/.test-deps: $(VENV)/.setup
-	$(PIP) install -q -e ".[model,test]" playwright
+	$(PIP) install -q -e ".[model,test,cluster]" playwright
 	test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)
 	touch $@
 
@@ -32,7 +32,7 @@ test: $(VENV)/.test-deps
 	$(PY) -m pytest -q --durations=15
 
 test-fast: $(VENV)/.test-deps
-	$(PY) -m pytest -q -m "not slow and not browser"
+	$(PY) -m pytest -q -m "not slow and not browser and not cluster"
 
 lint: $(VENV)/.test-deps
 	$(VENV)/bin/ruff check lucid tests benchmarks examples

@@ -59,7 +59,10 @@ def test_stream_equals_non_stream_for_greedy_chat(tiny_server):
     finishes = [c.choices[0].finish_reason for c in content_chunks if c.choices[0].finish_reason]
     assert finishes == [whole.choices[0].finish_reason]
     usage_chunk = chunks[-1]  # include_usage: a last chunk with no choices and the usage
-    assert usage_chunk.choices == [] and usage_chunk.usage.model_dump() == whole.usage.model_dump()
+    # the second identical request hits the prefix cache: cached_tokens may differ, the counts may not
+    details = {"prompt_tokens_details"}
+    assert usage_chunk.choices == []
+    assert usage_chunk.usage.model_dump(exclude=details) == whole.usage.model_dump(exclude=details)
     assert all(c.usage is None for c in chunks[:-1])
 
 
@@ -187,3 +190,19 @@ def test_service_endpoints(tiny_server):
                  "lucid_num_requests_running", "lucid_num_requests_waiting", "lucid_kv_cache_usage_ratio",
                  "lucid_time_to_first_token_seconds_bucket", "lucid_inter_token_latency_seconds_bucket"):
         assert name in metrics
+
+
+def test_usage_reports_prefix_cache_hits_as_cached_tokens(tiny_server):
+    client = tiny_server.client()
+    messages = [{"role": "system", "content": "You answer questions about tokenizers, caches and language models, "
+                                              "briefly and in plain words, without lists."},
+                {"role": "user", "content": "What is a key-value cache, and why does it help a second request?"}]
+    first = client.chat.completions.create(model="tiny", messages=messages, max_tokens=2, temperature=0)
+    again = client.chat.completions.create(model="tiny", messages=messages, max_tokens=2, temperature=0,
+                                           stream=True, stream_options={"include_usage": True})
+    [usage] = [c.usage for c in again if c.usage]
+    assert first.usage.prompt_tokens_details.cached_tokens < usage.prompt_tokens_details.cached_tokens
+    assert 0 < usage.prompt_tokens_details.cached_tokens < usage.prompt_tokens  # the last token is always computed
+    completion = httpx.post(f"{tiny_server.url}/v1/completions",
+                            json={"model": "tiny", "prompt": [messages[1]["content"]] * 2, "max_tokens": 1}).json()
+    assert completion["usage"]["prompt_tokens_details"]["cached_tokens"] >= 0

@@ -71,6 +71,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
                         help="on SIGTERM/SIGINT, how long in-flight requests may finish (default 30)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    cluster = parser.add_argument_group("replicas on Ray Serve (needs `pip install lucid[cluster]`)")
+    cluster.add_argument("--replicas", type=int, default=1, metavar="N",
+                         help="engine replicas behind this server, routed by prompt prefix (default 1: no Ray)")
+    cluster.add_argument("--cpus-per-replica", type=int, default=None, metavar="K",
+                         help="CPUs (and compute threads) of each replica (default: the cluster's CPUs / N)")
+    cluster.add_argument("--ray-address", default=None, metavar="ADDR",
+                         help="join this Ray cluster (`ray start --head` prints it) instead of starting a local one")
+    cluster.add_argument("--replica-router", default="prefix", choices=["prefix", "default"],
+                         help="prefix: lucid's prefix-affinity router; default: Serve's power-of-two choices")
 
 
 def engine_config_from_args(args: argparse.Namespace, device: str = "cpu") -> EngineConfig:
@@ -148,6 +157,22 @@ def _loader(args: argparse.Namespace) -> Callable[[], Any]:
     return load
 
 
+def _cluster_state(args: argparse.Namespace, settings: ServerSettings) -> ServerState | None:
+    """The server's state with Ray Serve replicas as its engine (lucid.cluster), or None when Ray is missing."""
+    try:
+        from lucid.cluster.launch import cluster_loader
+        from lucid.cluster.metrics import register_replica_metrics
+    except ImportError as exc:
+        print(f"lucid serve: --replicas and --ray-address need Ray Serve ({exc}); "
+              "install it with: pip install 'lucid[cluster]'", file=sys.stderr)
+        return None
+    device = args.device or "cpu"
+    quantization = args.quantization or (DEFAULT_QUANTIZATION if device == "cpu" else "none")
+    state = ServerState(cluster_loader(args, engine_config_from_args(args, device), quantization, device), settings)
+    register_replica_metrics(state)
+    return state
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code (0 after a clean drain, 1 if loading failed)."""
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -159,7 +184,15 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = ServerSettings(served_model_names=list(args.served_model_name or []), api_key=args.api_key,
                               allowed_origins=list(args.allowed_origins or []), max_body_bytes=args.max_body_bytes,
                               host=args.host, port=args.port)
-    state = ServerState(_loader(args), settings)
+    if args.replicas < 1 or (args.cpus_per_replica is not None and args.cpus_per_replica < 1):
+        print("lucid serve: --replicas and --cpus-per-replica must be at least 1", file=sys.stderr)
+        return 2
+    if args.replicas > 1 or args.ray_address:
+        state = _cluster_state(args, settings)
+        if state is None:
+            return 2
+    else:
+        state = ServerState(_loader(args), settings)
     config = uvicorn.Config(build_app(state), host=args.host, port=args.port, log_level=args.log_level,
                             timeout_graceful_shutdown=1)
     server = DrainingServer(config, state, grace=args.shutdown_timeout)

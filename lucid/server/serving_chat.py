@@ -34,9 +34,10 @@ def render_prompt(engine: AsyncEngine, messages: list[ChatMessage], add_generati
     return engine.tokenizer.encode(text)
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens}}  # OpenAI's field: prefix-cache hits
 
 
 async def create_chat_completion(request: Request, state: ServerState) -> Response:
@@ -87,8 +88,9 @@ class _Chat:
                 "stop_reason": c.stop_reason,
             })
         completion_tokens = sum(len(c.token_ids) for c in final.outputs)
+        usage = _usage(len(final.prompt_token_ids), completion_tokens, final.num_cached_tokens)
         return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
-                "choices": choices, "usage": _usage(len(final.prompt_token_ids), completion_tokens)}
+                "choices": choices, "usage": usage}
 
     def _chunk(self, choices: list[dict[str, Any]], include_usage: bool, usage: dict | None = None) -> str:
         chunk: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
@@ -130,7 +132,7 @@ class _Chat:
                 except StopAsyncIteration:
                     break
             if include_usage:
-                usage = _usage(len(first.prompt_token_ids), sum(completion_tokens))
+                usage = _usage(len(first.prompt_token_ids), sum(completion_tokens), first.num_cached_tokens)
                 yield self._chunk([], include_usage, usage)
         finally:
             await gen.aclose()  # type: ignore[attr-defined]

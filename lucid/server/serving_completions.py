@@ -105,9 +105,10 @@ class _Completion:
 
     def response(self, results: list[tuple[RequestOutput, list[list]]]) -> dict[str, Any]:
         choices = []
-        prompt_tokens = completion_tokens = 0
+        prompt_tokens = completion_tokens = cached_tokens = 0
         for i, (final, logprobs) in enumerate(results):
             prompt_tokens += len(final.prompt_token_ids)
+            cached_tokens += final.num_cached_tokens
             for c in final.outputs:
                 check_finished(c)
                 completion_tokens += len(c.token_ids)
@@ -118,7 +119,8 @@ class _Completion:
                                 "finish_reason": c.finish_reason, "stop_reason": c.stop_reason})
         body = self._body(sorted(choices, key=lambda ch: ch["index"]))
         body["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                         "total_tokens": prompt_tokens + completion_tokens}
+                         "total_tokens": prompt_tokens + completion_tokens,
+                         "prompt_tokens_details": {"cached_tokens": cached_tokens}}  # prefix-cache hits
         return body
 
     def _choice(self, i: int, c: CompletionOutput, offsets: dict[int, int]) -> dict[str, Any] | None:
@@ -167,7 +169,8 @@ class _Completion:
                 generated = sum(completion_tokens.values())
                 chunk = self._body([])
                 chunk["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": generated,
-                                  "total_tokens": prompt_tokens + generated}
+                                  "total_tokens": prompt_tokens + generated,
+                                  "prompt_tokens_details": {"cached_tokens": sum(f.num_cached_tokens for f in firsts)}}
                 yield sse.event(chunk)
         finally:
             await outputs.aclose()
