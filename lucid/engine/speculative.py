@@ -82,9 +82,12 @@ def find_draft(tokens: list[int], k: int, min_n: int, max_n: int) -> list[int]:
             except ValueError:
                 break
             if tokens[start:start + n] == tail:
-                follow = tokens[start + n:start + n + k]
-                if follow:
-                    return follow
+                # What followed the match; where that runs into the tail itself, the text is periodic (period
+                # size - n - start) and the draft goes on repeating it.
+                follow: list[int] = []
+                for j in range(start + n, start + n + k):
+                    follow.append(tokens[j] if j < size else follow[j - size])
+                return follow
             start -= 1
     return []
 
