@@ -251,3 +251,73 @@ def test_sampled_output_distribution_is_unchanged(options):
         assert p > 1e-3, f"position {position}: p = {p:.2e}"
     p = chi_square_p([s[:2] for s in samples["on"]], [s[:2] for s in samples["off"]])
     assert p > 1e-3, f"first two tokens: p = {p:.2e}"
+
+
+# ---- the real model: greedy on vs off, token for token ------------------------------------------------------------
+CHAT_QUESTIONS = [
+    "Write a Python function that checks whether a number is prime.", "详细介绍下你自己。", "What is a closure?",
+    "Explain the difference between a list and a tuple in Python.", "Write a haiku about autumn.",
+    "How do I reverse a string in JavaScript?", "What does HTTP status 404 mean?", "Give three tips for a code review.",
+    "Write a SQL query that counts users per country.", "What is the time complexity of binary search?",
+    "Translate 'good morning' into French, Spanish and German.", "Write a bash loop over all .txt files.",
+    "What is a race condition?", "Explain recursion with an example.", "Write a Rust function adding two numbers.",
+    "What is the capital of Australia?", "How does git rebase differ from merge?", "Name the planets in order.",
+]
+
+
+def small_code_edit_prompts(count: int) -> list[str]:
+    """The repo's own functions of 8-20 lines, each asked back with one rename (code edits, kept short)."""
+    import ast
+    from pathlib import Path
+
+    prompts = []
+    for path in sorted((Path(__file__).resolve().parent.parent / "lucid" / "engine").glob("*.py")):
+        source = path.read_text()
+        lines = source.splitlines()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef) and 8 <= node.end_lineno - node.lineno + 1 <= 20:
+                body = "\n".join(lines[node.lineno - 1:node.end_lineno])
+                prompts.append(f"```python\n{body}\n```\nRename `{node.name}` to `{node.name}_v2` and give the whole "
+                               "function back, nothing else changed.")
+    return prompts[:count]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@needs_kernels
+def test_real_model_greedy_is_identical_with_speculation_on_and_off():
+    """30 prompts (12 code edits of the repo's own functions, 18 questions), greedy, speculation off then on.
+
+    Prompts go in groups whose prefill fits one step, so both runs prefill them identically; after that every row
+    is a decode or verify row, whose logits do not depend on the rest of the batch."""
+    from lucid.engine.speculative import Speculator
+    from tests.conftest import shared_llm
+
+    llm = shared_llm("bfloat16", "mixed")
+    engine = llm.engine
+    assert engine.runner.fused_decoder is not None
+    prompts = [llm.encode_chat([{"role": "user", "content": q}])
+               for q in small_code_edit_prompts(12) + CHAT_QUESTIONS]
+    assert len(prompts) >= 30
+    groups, group = [], []
+    for p in prompts:
+        if group and sum(map(len, group)) + len(p) > engine.engine_config.max_num_batched_tokens:
+            groups.append(group)
+            group = []
+        group.append(p)
+    groups.append(group)
+    params = SamplingParams(temperature=0, max_tokens=32)
+    speculator = Speculator(SpeculativeConfig(num_speculative_tokens=6, max_batch_size=64))
+    saved = engine.speculator, engine.scheduler.speculator
+    try:
+        engine.speculator = speculator
+        for group in groups:
+            engine.scheduler.speculator = None
+            off = [o.outputs[0].token_ids for o in llm.generate(group, params)]
+            engine.scheduler.speculator = speculator
+            on = [o.outputs[0].token_ids for o in llm.generate(group, params)]
+            assert on == off
+    finally:
+        engine.speculator, engine.scheduler.speculator = saved
+    assert speculator.num_accepted > 30, (speculator.num_drafted, speculator.num_accepted)
+    assert engine.blocks.num_used_blocks == 0
