@@ -321,3 +321,17 @@ def test_real_model_greedy_is_identical_with_speculation_on_and_off():
         engine.speculator, engine.scheduler.speculator = saved
     assert speculator.num_accepted > 30, (speculator.num_drafted, speculator.num_accepted)
     assert engine.blocks.num_used_blocks == 0
+
+
+def test_trace_marks_the_drafts_the_engine_would_keep():
+    """The trace's marker replays the proposer: a repeated pattern is drafted and kept, a departure rejected."""
+    from lucid.inspect.trace import TraceStep
+    from lucid.inspect.trace_spec import DraftMarker
+
+    marker = DraftMarker(SpeculativeConfig(num_speculative_tokens=3), [1, 2, 3, 4, 1, 2], max_tokens=20)
+    steps = [TraceStep(i, [], token, "", 0.0, 0.0, 0.0, 1) for i, token in enumerate([3, 4, 9, 5])]
+    for step in steps:
+        marker.mark(step)
+    # (1, 2) was seen before, followed by 3, 4, 1: 3 and 4 kept, 1 proposed but 9 chosen; then nothing to draft.
+    assert [(s.draft_id, s.drafted) for s in steps] == [(3, True), (4, True), (1, False), (None, False)]
+    assert (marker.speculator.num_drafted, marker.speculator.num_accepted) == (3, 2)
