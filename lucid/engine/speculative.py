@@ -14,6 +14,7 @@ Drafting steps down by itself when it does not pay:
 from __future__ import annotations
 
 import json
+from array import array
 from dataclasses import dataclass
 
 from lucid.engine.sequence import Sequence
@@ -68,42 +69,37 @@ class SpeculativeConfig:
         return cls(**fields)
 
 
-def find_draft(tokens: list[int], k: int, min_n: int, max_n: int) -> list[int]:
-    """Up to k tokens that followed the latest earlier occurrence of the longest tail n-gram (max_n down to min_n)."""
+def find_draft(tokens: list[int], k: int, min_n: int, max_n: int, data: bytes | bytearray | None = None) -> list[int]:
+    """Up to k tokens that followed the latest earlier occurrence of the longest tail n-gram (max_n down to min_n).
+    `data`: the tokens as int32 bytes, when the caller keeps them (SpecState does, growing them as tokens come)."""
     size = len(tokens)
+    if size < 2 or k < 1:
+        return []
+    # Searched as bytes (4 per token) so the scan runs at C speed: this runs for every decoding row of every step.
+    if data is None:
+        data = array("i", tokens).tobytes()
     for n in range(min(max_n, size - 1), min_n - 1, -1):
-        tail = tokens[size - n:]
-        first = tail[0]
-        # Latest match first: the freshest context is the likeliest to continue the same way.
-        start = size - n - 1
-        while start >= 0:
-            try:
-                start = _rindex(tokens, first, start)
-            except ValueError:
-                break
-            if tokens[start:start + n] == tail:
-                # What followed the match; where that runs into the tail itself, the text is periodic (period
-                # size - n - start) and the draft goes on repeating it.
-                follow: list[int] = []
-                for j in range(start + n, start + n + k):
-                    follow.append(tokens[j] if j < size else follow[j - size])
-                return follow
-            start -= 1
+        tail = data[(size - n) * 4:]
+        end = (size - 1) * 4          # a match must end before the last token (the tail itself is no match)
+        pos = data.rfind(tail, 0, end)
+        while pos > 0 and pos % 4:    # misaligned: a byte pattern spanning two tokens; look further back
+            pos = data.rfind(tail, 0, pos + len(tail) - 1)
+        if pos < 0 or pos % 4:
+            continue
+        start = pos // 4
+        # What followed the match; where that runs into the tail itself, the text is periodic (period
+        # size - n - start) and the draft goes on repeating it.
+        follow: list[int] = []
+        for j in range(start + n, start + n + k):
+            follow.append(tokens[j] if j < size else follow[j - size])
+        return follow
     return []
-
-
-def _rindex(tokens: list[int], value: int, end: int) -> int:
-    """Largest index i <= end with tokens[i] == value (ValueError if none)."""
-    for i in range(end, -1, -1):
-        if tokens[i] == value:
-            return i
-    raise ValueError(value)
 
 
 class SpecState:
     """One sequence's drafting record (lives on the Sequence as `seq.spec`)."""
 
-    __slots__ = ("drafted", "accepted", "paused_until", "pause", "window_drafted", "window_accepted")
+    __slots__ = ("drafted", "accepted", "paused_until", "pause", "window_drafted", "window_accepted", "data")
 
     def __init__(self) -> None:
         self.drafted = 0
@@ -112,6 +108,13 @@ class SpecState:
         self.window_accepted = 0
         self.paused_until = 0        # step number
         self.pause = 0
+        self.data = bytearray()      # the sequence's tokens as int32 bytes, extended as they come
+
+    def token_bytes(self, tokens: list[int]) -> bytearray:
+        have = len(self.data) // 4
+        if have < len(tokens):
+            self.data += array("i", tokens[have:]).tobytes()
+        return self.data
 
 
 class Speculator:
@@ -140,7 +143,8 @@ class Speculator:
         k = min(self.config.num_speculative_tokens, limit, room)
         if k <= 0:
             return []
-        return find_draft(seq.token_ids, k, self.config.prompt_lookup_min, self.config.prompt_lookup_max)
+        return find_draft(seq.token_ids, k, self.config.prompt_lookup_min, self.config.prompt_lookup_max,
+                          state.token_bytes(seq.token_ids))
 
     def record(self, seq: Sequence, drafted: int, accepted: int) -> None:
         """After verification: `accepted` of the `drafted` tokens were kept. Pauses a sequence that keeps failing."""
