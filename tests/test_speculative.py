@@ -335,3 +335,15 @@ def test_trace_marks_the_drafts_the_engine_would_keep():
     # (1, 2) was seen before, followed by 3, 4, 1: 3 and 4 kept, 1 proposed but 9 chosen; then nothing to draft.
     assert [(s.draft_id, s.drafted) for s in steps] == [(3, True), (4, True), (1, False), (None, False)]
     assert (marker.speculator.num_drafted, marker.speculator.num_accepted) == (3, 2)
+
+
+def test_eager_path_verifies_drafts_as_prompt_chunks():
+    """Without the fused step (--enforce-eager, unquantized weights, CUDA) a verify row runs as a prompt chunk:
+    the same tokens in float32, where chunked and one-token attention agree to rounding."""
+    on = tiny_engine(tiny_model(), speculative=SPEC)
+    off = tiny_engine(tiny_model())
+    assert on.runner.fused_decoder is None
+    params = SamplingParams(temperature=0, max_tokens=30, ignore_eos=True)
+    got, want = run_all(on, PROMPTS, params), run_all(off, PROMPTS, params)
+    assert [g.outputs[0].token_ids for g in got] == [w.outputs[0].token_ids for w in want]
+    assert on.speculator.num_accepted > 0 and on.blocks.num_used_blocks == 0
