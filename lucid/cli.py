@@ -21,6 +21,29 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run every step on the eager PyTorch model (no fused C++ decode step)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="compute threads (default: the CPUs this process may use)")
+    add_speculative_arguments(parser)
+
+
+def add_speculative_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--speculative", default=None, metavar="ngram[:K]",
+                        help="n-gram speculative decoding: draft up to K tokens (default 8) from the prompt and "
+                             "output so far, verify them in one forward; off by default")
+    parser.add_argument("--speculative-config", default=None, metavar="JSON",
+                        help='details of --speculative as JSON, e.g. \'{"num_speculative_tokens": 6, '
+                             '"prompt_lookup_min": 2, "prompt_lookup_max": 4, "max_batch_size": 4}\'')
+
+
+def speculative_from_args(args: argparse.Namespace):  # -> SpeculativeConfig | None
+    """The SpeculativeConfig the flags ask for (None: off); a bad value is a LucidError with the reason."""
+    from lucid.engine.speculative import SpeculativeConfig
+
+    spec, extra = getattr(args, "speculative", None), getattr(args, "speculative_config", None)
+    if extra and not spec:
+        spec = "ngram"
+    try:
+        return SpeculativeConfig.parse(spec, extra)
+    except (ValueError, TypeError) as exc:
+        raise LucidError(f"speculative decoding: {exc}") from None
 
 
 def _sampling_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from lucid.cli import speculative_from_args
 from lucid.config import DEFAULT_QUANTIZATION
 from lucid.sampling_params import SamplingParams
 
@@ -26,7 +27,8 @@ def _load(args: argparse.Namespace):
     device = _device(args)
     quantization = args.quantization or (DEFAULT_QUANTIZATION if device == "cpu" else "none")
     llm = LLM(args.model, dtype=args.dtype, device=device, quantization=quantization,
-              enforce_eager=getattr(args, "enforce_eager", False), num_threads=getattr(args, "threads", None))
+              enforce_eager=getattr(args, "enforce_eager", False), num_threads=getattr(args, "threads", None),
+              speculative=speculative_from_args(args))
     print(f"loaded {llm.engine.model_name} in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
     return llm
 

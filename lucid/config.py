@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lucid.engine.speculative import SpeculativeConfig
 from lucid.errors import ModelLoadError
 
 SUPPORTED_ARCHITECTURES = ("Qwen2ForCausalLM",)
@@ -122,6 +123,8 @@ class EngineConfig:
     enforce_eager: bool = False
     # Compute threads; None: the CPUs this process may use (affinity mask and cgroup quota, lucid.threads).
     num_threads: int | None = None
+    # N-gram speculative decoding (engine/speculative.py); None: off.
+    speculative: SpeculativeConfig | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -11,6 +11,7 @@ import torch
 from lucid.config import EngineConfig
 from lucid.engine.llm_engine import LLMEngine
 from lucid.engine.outputs import RequestOutput
+from lucid.engine.speculative import SpeculativeConfig
 from lucid.sampling_params import SamplingParams
 
 Conversation = list[dict[str, Any]]
@@ -26,6 +27,12 @@ class LLM:
 
     def __init__(self, model: str | None = None, dtype: str = "bfloat16", device: str = "cpu",
                  quantization: str = "none", **engine_options: Any) -> None:
+        # speculative: "ngram", "ngram:K", a dict of SpeculativeConfig fields, or a SpeculativeConfig
+        spec = engine_options.get("speculative")
+        if isinstance(spec, str):
+            engine_options["speculative"] = SpeculativeConfig.parse(spec)
+        elif isinstance(spec, dict):
+            engine_options["speculative"] = SpeculativeConfig.parse(None, spec)
         self.engine = LLMEngine.from_pretrained(model, dtype=dtype, device=device, quantization=quantization,
                                                 engine_config=EngineConfig(**engine_options))
         self.tokenizer = self.engine.tokenizer

@@ -114,6 +114,16 @@ class BlockManager:
         seq.num_computed_tokens = 0
         seq.num_hashed_blocks = 0
 
+    def trim(self, seq: Sequence, num_tokens: int) -> None:
+        """Hand back blocks past the first `num_tokens` tokens' (reserved for speculative drafts that were
+        rejected). They were never published in the prefix cache: their slots hold no kept token."""
+        keep = -(-num_tokens // self.block_size)
+        while len(seq.block_table) > keep:
+            block = self.blocks[seq.block_table.pop()]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self.free[block.block_id] = None
+
     def register_computed(self, seq: Sequence) -> None:
         """After a step: publish `seq`'s newly full, computed blocks in the prefix cache."""
         if not self.enable_prefix_caching:

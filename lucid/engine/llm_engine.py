@@ -17,6 +17,7 @@ from lucid.engine.outputs import EngineStats, RequestOutput, TokenLogprob, TopLo
 from lucid.engine.request_state import CompletionState, RequestState
 from lucid.engine.scheduler import Scheduler, SchedulerOutput
 from lucid.engine.sequence import Sequence
+from lucid.engine.speculative import Speculator
 from lucid.errors import ContextLengthError, SamplingParamsError
 from lucid.sampling_params import SamplingParams
 from lucid.threads import configure_threads
@@ -40,7 +41,9 @@ class LLMEngine:
         self.runner = ModelRunner(model, model_config, self.engine_config, self.device, dtype)
         self.blocks = BlockManager(self.runner.num_blocks, self.engine_config.block_size,
                                    self.engine_config.enable_prefix_caching)
-        self.scheduler = Scheduler(self.engine_config, self.blocks)
+        spec = self.engine_config.speculative
+        self.speculator = Speculator(spec) if spec is not None else None
+        self.scheduler = Scheduler(self.engine_config, self.blocks, self.speculator)
         self.requests: dict[str, RequestState] = {}
         self.eos_ids = sorted(set(tokenizer.eos_token_ids) | set(model_config.eos_token_ids)
                               | set(_as_list(self.generation_config.get("eos_token_id"))))
@@ -115,6 +118,8 @@ class LLMEngine:
             num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
             num_used_blocks=self.blocks.num_used_blocks, num_total_blocks=self.blocks.num_blocks,
             num_preemptions=self.scheduler.num_preemptions, num_steps=self.num_steps,
+            num_draft_tokens=self.speculator.num_drafted if self.speculator else 0,
+            num_accepted_tokens=self.speculator.num_accepted if self.speculator else 0,
         )
 
     # ---- the step --------------------------------------------------------------------------------
@@ -134,7 +139,7 @@ class LLMEngine:
         touched: dict[str, RequestState] = {}
         for item in sched.all:
             seq = item.seq
-            seq.num_computed_tokens += item.num_tokens
+            seq.num_computed_tokens += item.num_committed
             state = self.requests.get(seq.request_id)
             if state is None:
                 continue
@@ -142,6 +147,8 @@ class LLMEngine:
             result = sampled.get(seq.seq_id)
             if result is not None:
                 self._accept(state, seq, result)
+                if item.draft_token_ids:
+                    self._accept_drafted(state, seq, item.draft_token_ids, result.extra or [])
                 touched[seq.request_id] = state
         outputs = []
         for request_id, state in touched.items():
@@ -175,6 +182,21 @@ class LLMEngine:
         if seq.is_finished:
             completion.finish_text()
             self._release(seq)
+
+    def _accept_drafted(self, state: RequestState, seq: Sequence, drafts: list[int],
+                        extra: list[SampledToken]) -> None:
+        """The rest of a verify row's tokens: each one means the draft before it was kept, so its K/V (written by
+        this step) counts as computed. Stops at the first that ends the sequence; the slots of rejected drafts are
+        handed back."""
+        for token in extra:
+            if seq.is_finished:
+                break
+            seq.num_computed_tokens += 1
+            self.blocks.register_computed(seq)
+            self._accept(state, seq, token)
+        self.speculator.record(seq, len(drafts), len(extra))
+        if not seq.is_finished:
+            self.blocks.trim(seq, seq.num_tokens)
 
     def _token_logprob(self, token: int, result: SampledToken) -> TokenLogprob:
         text = self.tokenizer.token_text

@@ -11,6 +11,7 @@ from lucid.engine.kv_pool import kv_pool_bytes, zeroed_pool
 from lucid.engine.outputs import TopLogprob
 from lucid.engine.scheduler import ScheduledSeq, SchedulerOutput
 from lucid.engine.sequence import Sequence
+from lucid.engine.spec_verify import draft_views, verify_drafts
 from lucid.kernels.fused import build_fused_decoder
 from lucid.layers.attention_metadata import AttentionMetadata, PrefillChunk
 from lucid.layers.sampler import SamplingTensors, sample
@@ -29,6 +30,7 @@ class SampledToken:
     logprob: float | None = None             # raw log-probability of the token (when asked)
     top: list[TopLogprob] | None = None      # raw top alternatives (token text filled in by the engine)
     error: str | None = None                 # set when this row's logits were not finite
+    extra: list[SampledToken] | None = None  # further tokens of the same step (kept speculative drafts' successors)
 
 
 def kv_bytes_per_token(config: ModelConfig, dtype: torch.dtype) -> int:
@@ -79,10 +81,10 @@ class ModelRunner:
         if sched.decode:
             decode_slots, decode_mask = self._decode_context(sched.decode)
         prefills = []
-        for item in sched.prefill:
+        for item in sched.verify + sched.prefill:   # the eager path computes a verify row as a chunk
             seq, start, n = item.seq, item.seq.num_computed_tokens, item.num_tokens
             chunk_start = len(ids)
-            ids.extend(seq.token_ids[start:start + n])
+            ids.extend(item.token_ids)
             positions.extend(range(start, start + n))
             slots.extend(self._slots(seq.block_table, start, start + n))
             context_slots = None
@@ -129,16 +131,19 @@ class ModelRunner:
         positions: list[int] = []
         slots: list[int] = []
         tables: list[list[int]] = []     # each row's block table, padded to max_blocks
+        alone: list[bool] = []           # verify rows attend one by one, as decode rows do (bitwise equal logits)
         for item in items:
             seq, start, end = item.seq, item.seq.num_computed_tokens, item.seq.num_computed_tokens + item.num_tokens
-            ids.extend(seq.token_ids[start:end])
+            ids.extend(item.token_ids)
+            alone.extend([bool(item.draft_token_ids)] * item.num_tokens)
             positions.extend(range(start, end))
             slots.extend(self._slots(seq.block_table, start, end))
             tables.extend([seq.block_table[:max_blocks] + [0] * (max_blocks - len(seq.block_table))] * item.num_tokens)
         hidden = self.model.model.embed_tokens(torch.tensor(ids))          # (N, hidden)
         return self.fused_decoder.forward(
             hidden, torch.tensor(positions), torch.tensor(slots), torch.tensor(tables, dtype=torch.int32),
-            torch.tensor([p + 1 for p in positions], dtype=torch.int32), bs)
+            torch.tensor([p + 1 for p in positions], dtype=torch.int32), bs,
+            torch.tensor(alone, dtype=torch.bool) if any(alone) else None)
 
     def _sampling_tensors(self, seqs: list[Sequence], eos_ids: list[int]) -> SamplingTensors:
         vocab = self.config.vocab_size
@@ -204,16 +209,25 @@ class ModelRunner:
             hidden = self.model.model(ids, positions, meta)              # (N, hidden)
         items = sched.all
         last_index, sampling = [], []
+        verify_index, verifying = [], []
         offset = 0
         for item in items:
             offset += item.num_tokens
-            if item.samples:
+            if item.draft_token_ids:                   # every row of a verify row: k+1 distributions
+                verify_index.extend(range(offset - item.num_tokens, offset))
+                verifying.append(item)
+            elif item.samples:
                 last_index.append(offset - 1)
                 sampling.append(item.seq)
-        if not sampling:
+        if not sampling and not verifying:
             return {}
-        # Only the last position of each finishing sequence reaches the lm_head.
-        logits = self.model.compute_logits(hidden[torch.tensor(last_index, device=self.device)])  # (B, V)
+        # Only the last position of each finishing sequence reaches the lm_head (one weight read for all rows).
+        all_logits = self.model.compute_logits(
+            hidden[torch.tensor(last_index + verify_index, device=self.device)])  # (B + R, V)
+        logits = all_logits[:len(last_index)]
+        verified = self._verify(all_logits[len(last_index):], verifying, eos_ids) if verifying else {}
+        if not sampling:
+            return verified
         tensors = self._sampling_tensors(sampling, eos_ids)
         finite = torch.isfinite(logits.amax(dim=-1)).tolist()  # a NaN or +inf anywhere in a row shows in its max
         if not all(finite):  # rare: zero the broken rows so they cannot poison the batch (and skip a copy if not)
@@ -223,7 +237,36 @@ class ModelRunner:
         for seq, ok in zip(sampling, finite):
             if not ok:
                 results[seq.seq_id].error = "the model produced non-finite logits for this sequence"
+        results.update(verified)
         return results
+
+    def _verify(self, logits: torch.Tensor, items: list[ScheduledSeq], eos_ids: list[int]) -> dict[int, SampledToken]:
+        """Keep or reject each verify row's drafts (engine/spec_verify.py); its emitted tokens as one SampledToken
+        whose `extra` holds the rest, in order."""
+        views = [v for it in items for v in draft_views(it.seq, it.draft_token_ids)]
+        finite = torch.isfinite(logits.amax(dim=-1)).tolist()
+        if not all(finite):
+            logits[~torch.tensor(finite, device=logits.device)] = 0.0
+        verified = verify_drafts(logits, [it.draft_token_ids for it in items], self._sampling_tensors(views, eos_ids))
+        want_logprobs = any(it.seq.params.logprobs is not None for it in items)
+        logprobs = logits.log_softmax(dim=-1) if want_logprobs else None    # raw distribution, as OpenAI reports
+        out: dict[int, SampledToken] = {}
+        for item, v in zip(items, verified):
+            k = item.seq.params.logprobs
+            tokens = []
+            for token, row in zip(v.tokens, v.rows):
+                if k is None:
+                    tokens.append(SampledToken(token))
+                else:
+                    top_vals, top_ids = logprobs[row].topk(max(k, 1))
+                    tokens.append(SampledToken(token, float(logprobs[row, token]), [
+                        TopLogprob(i, "", val) for i, val in zip(top_ids.tolist()[:k], top_vals.tolist()[:k])]))
+            if not all(finite[row] for row in v.rows):
+                tokens = [SampledToken(tokens[0].token_id, error="the model produced non-finite logits for this "
+                                                                 "sequence")]
+            tokens[0].extra = tokens[1:]
+            out[item.seq.seq_id] = tokens[0]
+        return out
 
     def _gather_results(self, seqs: list[Sequence], logits: torch.Tensor, next_ids: torch.Tensor,
                         num_top: int) -> dict[int, SampledToken]:

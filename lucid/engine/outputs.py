@@ -60,6 +60,8 @@ class EngineStats:
     num_total_blocks: int
     num_preemptions: int = 0
     num_steps: int = 0
+    num_draft_tokens: int = 0       # speculative decoding: tokens drafted, and of them kept
+    num_accepted_tokens: int = 0
 
     @property
     def kv_usage(self) -> float:

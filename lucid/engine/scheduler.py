@@ -4,7 +4,9 @@ Each step has a token budget. Running sequences go first: decoding ones need one
 prompt still being prefilled takes what budget is left (chunked prefill, so it never stalls the
 streams already running). Then waiting sequences are admitted while there is room. When the KV pool
 runs dry, the most recently admitted sequence is preempted: its blocks are freed and it goes back to
-the front of the queue, to be recomputed later.
+the front of the queue, to be recomputed later. With speculative decoding on, a decode row may carry
+draft tokens (engine/speculative.py): it becomes a k+1-token verify row, and drops its drafts before
+anything is preempted for it.
 """
 
 from __future__ import annotations
@@ -15,17 +17,30 @@ from dataclasses import dataclass, field
 from lucid.config import EngineConfig
 from lucid.engine.block_manager import BlockManager
 from lucid.engine.sequence import Sequence, SequenceStatus
+from lucid.engine.speculative import Speculator
 
 
 @dataclass
 class ScheduledSeq:
     seq: Sequence
-    num_tokens: int          # tokens to compute this step, starting at seq.num_computed_tokens
+    num_tokens: int          # tokens to compute this step, starting at seq.num_computed_tokens (drafts included)
+    draft_token_ids: list[int] = field(default_factory=list)   # speculative drafts after the last token
 
     @property
     def samples(self) -> bool:
         """Whether this chunk reaches the sequence's last token, so a next token is sampled."""
-        return self.seq.num_computed_tokens + self.num_tokens == self.seq.num_tokens
+        return self.seq.num_computed_tokens + self.num_committed == self.seq.num_tokens
+
+    @property
+    def num_committed(self) -> int:
+        """Tokens of the sequence itself (not drafts) computed this step."""
+        return self.num_tokens - len(self.draft_token_ids)
+
+    @property
+    def token_ids(self) -> list[int]:
+        """The ids this row feeds the model: the sequence's next tokens, then its drafts."""
+        start = self.seq.num_computed_tokens
+        return self.seq.token_ids[start:start + self.num_committed] + self.draft_token_ids
 
 
 @dataclass
@@ -33,20 +48,22 @@ class SchedulerOutput:
     decode: list[ScheduledSeq] = field(default_factory=list)    # one token each
     prefill: list[ScheduledSeq] = field(default_factory=list)   # prompt chunks
     preempted: list[Sequence] = field(default_factory=list)
+    verify: list[ScheduledSeq] = field(default_factory=list)    # decode rows with speculative drafts
 
     @property
     def is_empty(self) -> bool:
-        return not self.decode and not self.prefill
+        return not self.decode and not self.prefill and not self.verify
 
     @property
     def all(self) -> list[ScheduledSeq]:
-        return self.decode + self.prefill
+        return self.decode + self.verify + self.prefill
 
 
 class Scheduler:
-    def __init__(self, config: EngineConfig, block_manager: BlockManager) -> None:
+    def __init__(self, config: EngineConfig, block_manager: BlockManager, speculator: Speculator | None = None) -> None:
         self.config = config
         self.blocks = block_manager
+        self.speculator = speculator
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
@@ -64,6 +81,8 @@ class Scheduler:
         cap = self.config.max_prefill_tokens_while_decoding
         decoding = cap > 0 and any(s.num_uncomputed_tokens == 1 for s in self.running)
         prefill_left = cap if decoding else budget
+        drafting = self.speculator is not None and self.speculator.begin_step(
+            sum(1 for s in self.running if s.num_uncomputed_tokens == 1))
         # 1. Running sequences, oldest first, so that preemption takes the newest.
         queue = list(self.running)
         while queue and budget > 0:
@@ -72,6 +91,10 @@ class Scheduler:
             num_tokens = min(seq.num_uncomputed_tokens, budget, 1 if is_decode else prefill_left)
             if num_tokens == 0:
                 continue
+            draft = self._draft(seq, budget) if drafting and is_decode else []
+            if draft and not self.blocks.allocate(seq, seq.num_computed_tokens + 1 + len(draft)):
+                draft = []                      # the pool is short: drafts go before anyone is preempted
+            num_tokens += len(draft)
             while not self.blocks.allocate(seq, seq.num_computed_tokens + num_tokens):
                 victim = queue.pop() if queue else seq
                 self._preempt(victim)
@@ -80,7 +103,10 @@ class Scheduler:
                     break
             if seq.status is not SequenceStatus.RUNNING:
                 continue
-            (out.decode if is_decode else out.prefill).append(ScheduledSeq(seq, num_tokens))
+            if draft:
+                out.verify.append(ScheduledSeq(seq, num_tokens, draft))
+            else:
+                (out.decode if is_decode else out.prefill).append(ScheduledSeq(seq, num_tokens))
             budget -= num_tokens
             if not is_decode:
                 prefill_left -= num_tokens
@@ -104,6 +130,11 @@ class Scheduler:
             budget -= num_tokens
             prefill_left -= num_tokens
         return out
+
+    def _draft(self, seq: Sequence, budget: int) -> list[int]:
+        """Drafts for a decode row, within the step's token budget and the context limit."""
+        limit = min(budget - 1, self.config.max_model_len - seq.num_tokens - 1)
+        return self.speculator.draft(seq, limit) if limit > 0 else []
 
     def _preempt(self, seq: Sequence) -> None:
         """Free the sequence's KV and queue it again; its tokens (prompt + output so far) will be recomputed."""

@@ -36,6 +36,7 @@ class Sequence:
         self.finish_reason: str | None = None
         self.stop_reason: int | str | None = None
         self.error: str | None = None
+        self.spec = None                        # speculative decoding's record (engine/speculative.SpecState)
 
     @property
     def num_tokens(self) -> int:

@@ -42,6 +42,8 @@ def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantization", "-q", default=None, choices=QUANTIZATION_SCHEMES,
                         help=f"weights as lucid generate keeps them (default: {DEFAULT_QUANTIZATION} on CPU)")
     parser.add_argument("--dtype", default="bfloat16", choices=DTYPES)
+    parser.add_argument("--speculative", default=None, metavar="ngram[:K]",
+                        help="mark the tokens n-gram speculative decoding would draft and keep")
 
 
 def _print_json(data: Any) -> None:
@@ -102,11 +104,24 @@ def run_trace(args: argparse.Namespace) -> int:
                             max_tokens=args.steps).with_defaults(loaded.generation_config)
     trace = new_trace(loaded.tokenizer, prompt_for(loaded.tokenizer, args.prompt, args.system, args.raw), params,
                       args.steps)
+    marker = None
+    if args.speculative:
+        from lucid.engine.speculative import SpeculativeConfig
+        from lucid.inspect.trace_spec import DraftMarker
+
+        try:
+            marker = DraftMarker(SpeculativeConfig.parse(args.speculative), trace.prompt_ids, args.steps)
+        except ValueError as exc:
+            print(f"lucid trace: --speculative: {exc}", file=sys.stderr)
+            return 2
     if args.json:
-        _print_json(run_trace_loop(loaded.model, loaded.tokenizer, trace, params, args.show).to_dict())
+        _print_json(run_trace_loop(loaded.model, loaded.tokenizer, trace, params, args.show, marker=marker).to_dict())
         return 0
     console = Console()
     print_prompt(trace, console)
-    run_trace_loop(loaded.model, loaded.tokenizer, trace, params, args.show, on_step=lambda s: print_step(s, console))
+    run_trace_loop(loaded.model, loaded.tokenizer, trace, params, args.show, on_step=lambda s: print_step(s, console),
+                   marker=marker)
     print_summary(trace, console)
+    if marker is not None:
+        console.print(marker.summary, style="bold cyan")
     return 0

@@ -40,6 +40,8 @@ class TraceStep:
     chosen_prob: float
     seconds: float
     kept: int              # how many tokens survive temperature / top-k / top-p (sampling can pick any of them)
+    draft_id: int | None = None   # with --speculative: the n-gram draft proposed for this position
+    drafted: bool = False         # ... and it was kept (this token came from the draft)
 
 
 @dataclass
@@ -131,9 +133,12 @@ def new_trace(tokenizer: Any, prompt_text: str, params: SamplingParams, steps: i
 
 
 def run_trace_loop(model: torch.nn.Module, tokenizer: Any, trace: Trace, params: SamplingParams, show: int = 5,
-                   on_step: Callable[[TraceStep], None] | None = None) -> Trace:
-    """Fill `trace` with its steps; `on_step` is called as each one finishes (the CLI prints it right away)."""
+                   on_step: Callable[[TraceStep], None] | None = None, marker: Any = None) -> Trace:
+    """Fill `trace` with its steps; `on_step` is called as each one finishes (the CLI prints it right away);
+    `marker` (inspect/trace_spec.DraftMarker) marks speculative drafts."""
     for step in trace_steps(model, tokenizer, trace.prompt_ids, params, trace.params["steps"], show):
+        if marker is not None:
+            marker.mark(step)
         trace.steps.append(step)
         if on_step is not None:
             on_step(step)

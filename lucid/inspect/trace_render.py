@@ -49,6 +49,9 @@ def print_step(step: TraceStep, console: Console) -> None:
         step.candidates[0].token_id == step.chosen_id else f"drawn from {step.kept:,} kept tokens"
     console.print(Text("→ chose ") + Text(f"{step.chosen_id} {step.chosen_text!r}", style="bold green")
                   + Text(f"{outside}   {how}   {step.seconds * 1000:.0f} ms", style="dim"))
+    if step.draft_id is not None:
+        console.print(Text("  ⚡ drafted by n-gram lookup, kept", style="bold cyan") if step.drafted else
+                      Text(f"  n-gram draft {step.draft_id} rejected", style="dim cyan"))
 
 
 def print_summary(trace: Trace, console: Console) -> None:

@@ -246,7 +246,8 @@ void dispatch_head_dim(int64_t head_dim, F&& f) {
 template <typename T>
 void write_kv_and_attend(const FusedLayer& layer, float* qkv, int64_t rows, int64_t qkv_width, int64_t num_heads,
                          int64_t kv_heads, int64_t head_dim, const int64_t* slot_mapping, const int32_t* tables,
-                         int64_t max_blocks, const int32_t* context_lens, int64_t block_size, float* attn) {
+                         int64_t max_blocks, const int32_t* context_lens, int64_t block_size, const bool* alone,
+                         float* attn) {
   T* k_cache = layer.k_cache.data_ptr<T>();
   T* v_cache = layer.v_cache.data_ptr<T>();
   const int64_t kv_width = kv_heads * head_dim, q_width = num_heads * head_dim;
@@ -256,7 +257,8 @@ void write_kv_and_attend(const FusedLayer& layer, float* qkv, int64_t rows, int6
     store_row(v_cache + slot_mapping[r] * kv_width, row + q_width + kv_width, kv_width);
   }
   const int64_t group = num_heads / kv_heads;
-  // Consecutive rows of one sequence (a prompt chunk) attend together; a lone row (a decode token) on its own.
+  // Consecutive rows of one sequence (a prompt chunk) attend together; a lone row (a decode token) on its own, and
+  // so does every row flagged `alone` (a speculative verify row: bitwise the arithmetic of a decode token).
   struct Task {
     int64_t row, n, g;
   };
@@ -264,7 +266,8 @@ void write_kv_and_attend(const FusedLayer& layer, float* qkv, int64_t rows, int6
   for (int64_t g = 0; g < kv_heads; ++g) {  // heads outermost: each thread's share mixes short and long rows
     for (int64_t r = 0; r < rows;) {
       int64_t n = 1;
-      while (r + n < rows && context_lens[r + n] == context_lens[r + n - 1] + 1 &&
+      while (r + n < rows && !(alone && (alone[r] || alone[r + n])) &&
+             context_lens[r + n] == context_lens[r + n - 1] + 1 &&
              std::memcmp(tables + (r + n) * max_blocks, tables + r * max_blocks, max_blocks * sizeof(int32_t)) == 0) {
         ++n;
       }
@@ -367,7 +370,8 @@ void FusedDecoder::add_layer(const torch::Tensor& input_norm, const torch::Tenso
 
 torch::Tensor FusedDecoder::forward(const torch::Tensor& hidden, const torch::Tensor& positions,
                                     const torch::Tensor& slot_mapping, const torch::Tensor& block_tables,
-                                    const torch::Tensor& context_lens, int64_t block_size) const {
+                                    const torch::Tensor& context_lens, int64_t block_size,
+                                    const c10::optional<torch::Tensor>& attend_alone) const {
   TORCH_CHECK(hidden.dim() == 2 && hidden.size(1) == hidden_, "hidden must be (rows, ", hidden_, ")");
   const int64_t rows = hidden.size(0);
   TORCH_CHECK(positions.scalar_type() == at::kLong && positions.numel() == rows, "positions: int64 (rows,)");
@@ -375,6 +379,12 @@ torch::Tensor FusedDecoder::forward(const torch::Tensor& hidden, const torch::Te
   TORCH_CHECK(block_tables.scalar_type() == at::kInt && block_tables.dim() == 2 && block_tables.size(0) == rows,
               "block_tables: int32 (rows, max_blocks)");
   TORCH_CHECK(context_lens.scalar_type() == at::kInt && context_lens.numel() == rows, "context_lens: int32 (rows,)");
+  torch::Tensor alone_rows;
+  if (attend_alone && attend_alone->defined()) {
+    TORCH_CHECK(attend_alone->scalar_type() == at::kBool && attend_alone->numel() == rows, "attend_alone: bool (rows,)");
+    alone_rows = attend_alone->contiguous();
+  }
+  const bool* alone = alone_rows.defined() ? alone_rows.data_ptr<bool>() : nullptr;
   const torch::Tensor pos = positions.contiguous(), slots = slot_mapping.contiguous();
   const torch::Tensor tables = block_tables.contiguous(), lens = context_lens.contiguous();
   const int64_t max_blocks = tables.size(1);
@@ -426,11 +436,11 @@ torch::Tensor FusedDecoder::forward(const torch::Tensor& hidden, const torch::Te
     if (layer.k_cache.scalar_type() == at::kBFloat16) {
       write_kv_and_attend<at::BFloat16>(layer, qkv.data(), rows, qkv_width, num_heads_, num_kv_heads_, head_dim_,
                                         slots.data_ptr<int64_t>(), tables.data_ptr<int32_t>(), max_blocks,
-                                        lens.data_ptr<int32_t>(), block_size, attn.data());
+                                        lens.data_ptr<int32_t>(), block_size, alone, attn.data());
     } else {
       write_kv_and_attend<float>(layer, qkv.data(), rows, qkv_width, num_heads_, num_kv_heads_, head_dim_,
                                  slots.data_ptr<int64_t>(), tables.data_ptr<int32_t>(), max_blocks,
-                                 lens.data_ptr<int32_t>(), block_size, attn.data());
+                                 lens.data_ptr<int32_t>(), block_size, alone, attn.data());
     }
     layer.o.apply(attn.data(), rows, proj.data());
     for (int64_t i = 0; i < rows * hidden_; ++i) xs[i] += proj[i];

@@ -54,9 +54,13 @@ class FusedDecoder {
   // hidden (M, hidden) embeddings of the step's tokens; positions, slot_mapping int64 (M,);
   // block_tables int32 (M, max_blocks), each row its sequence's table; context_lens int32 (M,) = position + 1. Writes the new K/V into
   // the pool and returns the final-normed hidden states, float32 (M, hidden).
+  // attend_alone, bool (M,) or None: rows that attend on their own even beside rows of their sequence (speculative
+  // verify rows). Every per-row result (matmuls, norms, a lone row's attention) is independent of the other rows,
+  // so such a row's output is bitwise what a one-token decode step at its position gives.
   torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& positions,
                         const torch::Tensor& slot_mapping, const torch::Tensor& block_tables,
-                        const torch::Tensor& context_lens, int64_t block_size) const;
+                        const torch::Tensor& context_lens, int64_t block_size,
+                        const c10::optional<torch::Tensor>& attend_alone = c10::nullopt) const;
 
   int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
 

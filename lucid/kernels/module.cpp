@@ -21,6 +21,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
            py::arg("intermediate"), py::arg("rms_eps"), py::arg("rope_theta"), py::arg("final_norm"))
       .def("add_layer", &FusedDecoder::add_layer)
       .def("forward", &FusedDecoder::forward, py::arg("hidden"), py::arg("positions"), py::arg("slot_mapping"),
-           py::arg("block_tables"), py::arg("context_lens"), py::arg("block_size"), no_gil)
+           py::arg("block_tables"), py::arg("context_lens"), py::arg("block_size"),
+           py::arg("attend_alone") = py::none(), no_gil)
       .def_property_readonly("num_layers", &FusedDecoder::num_layers);
 }

@@ -17,6 +17,7 @@ from typing import Any
 
 import uvicorn
 
+from lucid.cli import add_speculative_arguments, speculative_from_args
 from lucid.config import DEFAULT_QUANTIZATION, QUANTIZATION_SCHEMES, EngineConfig, parse_size
 from lucid.server.app import build_app
 from lucid.server.state import DEFAULT_MAX_BODY_BYTES, ServerSettings, ServerState
@@ -64,6 +65,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--enforce-eager", action="store_true",
                         help="run every step on the eager PyTorch model (no fused C++ decode step); slower, "
                              "for comparison and debugging")
+    add_speculative_arguments(parser)
     parser.add_argument("--allowed-origins", nargs="+", default=None, metavar="ORIGIN",
                         help="enable CORS for these origins ('*' for any); off by default")
     parser.add_argument("--max-body-bytes", type=parse_size, default=DEFAULT_MAX_BODY_BYTES, metavar="SIZE",
@@ -91,6 +93,7 @@ def engine_config_from_args(args: argparse.Namespace, device: str = "cpu") -> En
     limits["enable_prefix_caching"] = getattr(args, "enable_prefix_caching", True)
     limits["enforce_eager"] = getattr(args, "enforce_eager", False)
     limits["num_threads"] = getattr(args, "threads", None)
+    limits["speculative"] = speculative_from_args(args)
     return EngineConfig(**limits)
 
 

@@ -40,6 +40,10 @@ class Metrics:
                                  registry=r)
         self.steps = Gauge("lucid_engine_steps", "Engine steps (batched forwards) since start (engine counter).",
                            registry=r)
+        self.spec_drafted = Gauge("lucid_spec_decode_num_draft_tokens",
+                                  "Speculative decoding: tokens drafted since start (engine counter).", registry=r)
+        self.spec_accepted = Gauge("lucid_spec_decode_num_accepted_tokens",
+                                   "Speculative decoding: drafted tokens the model kept (engine counter).", registry=r)
         self.in_flight = Gauge("lucid_http_requests_in_flight", "API requests being served.", registry=r)
         self.ready = Gauge("lucid_ready", "1 when the model is loaded and the engine runs, else 0.", registry=r)
         self._state: ServerState | None = None
@@ -62,4 +66,6 @@ class Metrics:
                 self.kv_total.set(stats.num_total_blocks)
                 self.preemptions.set(stats.num_preemptions)
                 self.steps.set(stats.num_steps)
+                self.spec_drafted.set(stats.num_draft_tokens)
+                self.spec_accepted.set(stats.num_accepted_tokens)
         return generate_latest(self.registry)
