@@ -125,3 +125,26 @@ def test_pool_snapshot_shows_shared_prefix_blocks(model):
         engine.step()
     snap = pool_snapshot(engine.scheduler, engine.blocks)
     assert snap["used"] == [] and snap["num_free"] == snap["num_blocks"] and len(snap["cached_free"]) >= 4
+
+
+def test_trace_lens_and_attention(tiny_model, capsys):
+    import json
+
+    from lucid.cli import main
+
+    args = ["trace", "Hello there", "--model", str(tiny_model.hf_dir), "--dtype", "float32", "-q", "none",
+            "--temperature", "0", "--steps", "3", "--lens", "--attention"]
+    assert main([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    looks = data["glassbox"]
+    assert [g["step"] for g in looks] == list(range(len(data["steps"])))
+    for step, look in zip(data["steps"], looks, strict=True):
+        last = look["lens"]["rows"][-1]
+        assert last["top"][0]["token_id"] == step["chosen_id"] and last["rank"] == 1
+        assert last["prob"] == pytest.approx(step["chosen_prob"], abs=1e-5)   # the lens ends where the step did
+        att = look["attention"]
+        assert att["position"] == len(data["prompt_ids"]) + step["index"] - 1
+        assert all(sum(layer["mean"]) == pytest.approx(1.0, abs=1e-3) for layer in att["layers"])
+    assert main(args) == 0
+    human = capsys.readouterr().out
+    assert "logit lens for" in human and "embedding (rough)" in human and "where position" in human
