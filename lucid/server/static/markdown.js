@@ -28,8 +28,11 @@ window.lucid = window.lucid || {};
 
   const parser = new window.marked.Marked({ gfm: true, breaks: false });
   parser.use({
+    // No HTML blocks or inline tags at all: the model's `<b>` or `<script>` stays text that Markdown runs through
+    // (a tokenizer returning undefined matches nothing; `false` would fall back to marked's own).
+    tokenizer: { html() { return undefined; }, tag() { return undefined; } },
     renderer: {
-      html(token) { return escapeHtml(token.text); },                 // the model's HTML is text
+      html(token) { return escapeHtml(token.text); },                 // never reached; text if it ever is
       image(token) { return escapeHtml(token.text || ""); },          // alt text, nothing fetched
       heading(token) {                                                // h1 is the page's own title
         const level = Math.min(token.depth + 1, 6);
