@@ -76,14 +76,19 @@ def test_probe_in_the_engine_reuses_the_cached_prefix_and_matches_standalone(mod
     params = SamplingParams(temperature=0.0, max_tokens=6)
     [out] = run_all(engine, [IDS], params)
     full = IDS + out.outputs[0].token_ids
-    got = probe_in_engine(engine, full[:-1])        # the query that chose the last generated token
+    got = probe_in_engine(engine, full[:-1], prompt_len=len(IDS))   # the query that chose the last token
     assert got.reused_tokens >= 12 and got.reused_tokens + got.computed_tokens == len(full) - 1
     assert engine.blocks.num_used_blocks == 0       # the probe gave its blocks back
     alone = probe_sequence(model, full[:-1])
     torch.testing.assert_close(got.probe.attention, alone.attention, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got.probe.residuals, alone.residuals, rtol=1e-4, atol=1e-4)
-    # The lens's last row chose what the engine chose (greedy).
+    # The lens's last row chose what the engine chose (greedy), from the engine's own final hidden state.
     assert int(lens_logits(model, got.probe.residuals)[-1].argmax()) == full[-1]
+    with torch.inference_mode():
+        normed = model.model.norm(got.probe.residuals[-1])
+    torch.testing.assert_close(got.final_hidden, normed, rtol=1e-4, atol=1e-4)
+    lens = read_lens(model, IdTokenizer(), got.probe.residuals, full[-1], len(full) - 1, final_hidden=got.final_hidden)
+    assert lens.rows[-1].rank == 1
 
 
 def test_recording_leaves_tokens_identical_and_records_the_steps(model):

@@ -47,11 +47,16 @@ def lens_logits(model: torch.nn.Module, residuals: torch.Tensor) -> torch.Tensor
     return model.compute_logits(model.model.norm(residuals.to(weight_dtype)))
 
 
+@torch.inference_mode()
 def read_lens(model: torch.nn.Module, tokenizer: Any, residuals: torch.Tensor, token_id: int, position: int,
-              top: int = 3) -> Lens:
+              top: int = 3, final_hidden: torch.Tensor | None = None) -> Lens:
     """The ladder: one row per residual (embedding, then each layer), each with its top tokens and the chosen
-    token's rank and probability."""
-    probs = lens_logits(model, residuals).softmax(dim=-1)                       # (rows, vocab)
+    token's rank and probability. `final_hidden` (the normed output of the step that chose the token, when known)
+    replaces the last row's reading, so that row shows exactly what was sampled from."""
+    logits = lens_logits(model, residuals)                                      # (rows, vocab)
+    if final_hidden is not None:
+        logits[-1] = model.compute_logits(final_hidden.to(model.model.norm.weight.dtype))
+    probs = logits.softmax(dim=-1)                                              # (rows, vocab)
     chosen = probs[:, token_id]                                                 # (rows,)
     ranks = (probs > chosen.unsqueeze(1)).sum(dim=-1) + 1                       # (rows,)
     top_p, top_ids = probs.topk(top, dim=-1)                                    # (rows, top)

@@ -24,9 +24,9 @@ class Probe:
 
 @torch.inference_mode()
 def probe_last_position(model: torch.nn.Module, ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
-                        context_slots: torch.Tensor) -> Probe:
-    """Run `ids` (N,) at `positions` (N,) through `model.model` with `meta` (one prefill chunk whose last token is
-    the probed position P); `context_slots` (P + 1,) are the pool slots of positions 0..P."""
+                        context_slots: torch.Tensor) -> tuple[Probe, torch.Tensor]:
+    """Run `ids` (N,) at `positions` (N,) through `model.model` with `meta` (one sequence's chunk or decode step
+    whose last token is the probed position P); `context_slots` (P + 1,) are the pool slots of positions 0..P."""
     body = model.model
     residuals: list[torch.Tensor] = []
     queries: list[torch.Tensor] = []
@@ -37,7 +37,7 @@ def probe_last_position(model: torch.nn.Module, ids: torch.Tensor, positions: to
     rotary = body.layers[0].self_attn.rotary_emb
     hooks.append(rotary.register_forward_hook(lambda _m, _i, out: queries.append(out[0][-1].float())))
     try:
-        body(ids, positions, meta)
+        final = body(ids, positions, meta)[-1]                                   # (hidden,)
     finally:
         for hook in hooks:
             hook.remove()
@@ -49,4 +49,4 @@ def probe_last_position(model: torch.nn.Module, ids: torch.Tensor, positions: to
         qg = q.view(attn.num_kv_heads, group, attn.head_dim)                     # (kv_heads, group, head_dim)
         scores = qg @ keys.permute(1, 2, 0) * attn.head_dim ** -0.5              # (kv_heads, group, P + 1)
         attention.append(scores.softmax(dim=-1).reshape(attn.num_heads, -1))     # (heads, P + 1)
-    return Probe(residuals=torch.stack(residuals), attention=torch.stack(attention))
+    return Probe(residuals=torch.stack(residuals), attention=torch.stack(attention)), final

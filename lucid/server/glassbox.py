@@ -70,12 +70,15 @@ class ForkRequest(SequenceRequest):
 GLASSBOX_BODIES = [TokenRequest, ForkRequest]   # their schemas go into /openapi.json
 
 
-async def _sequence(req: SequenceRequest, state: ServerState) -> list[int]:
+async def _sequence(req: SequenceRequest, state: ServerState) -> tuple[list[int], int]:
+    """The token ids, and how many of them are the prompt (the rest were generated)."""
     engine = state.require_engine()
     if req.token_ids is not None:
         ids = list(req.token_ids)
+        prompt_len = len(ids)
     else:
         ids = render_prompt(engine, req.messages or [], True)
+        prompt_len = len(ids)
         ids += await ids_from_bytes(engine.tokenizer, req.completion, "completion")
     vocab = engine.model_config.vocab_size
     bad = [t for t in ids if t >= vocab]
@@ -84,7 +87,7 @@ async def _sequence(req: SequenceRequest, state: ServerState) -> list[int]:
     if len(ids) > max_model_len(engine):
         raise bad_request(f"the sequence has {len(ids)} tokens, over this model's {max_model_len(engine)}",
                           param="token_ids", code="context_length_exceeded")
-    return ids
+    return ids, prompt_len
 
 
 async def _on_engine(state: ServerState, fn: Any) -> Any:
@@ -97,11 +100,12 @@ async def _on_engine(state: ServerState, fn: Any) -> Any:
             from None
 
 
-def _explain(engine: LLMEngine, ids: list[int], top: int) -> dict[str, Any]:
+def _explain(engine: LLMEngine, ids: list[int], prompt_len: int, top: int) -> dict[str, Any]:
     """On the engine thread: probe the position before the last token, read the lens and the attention."""
-    got = probe_in_engine(engine, ids[:-1])
+    got = probe_in_engine(engine, ids[:-1], prompt_len)
     text = engine.tokenizer.token_text
-    lens = read_lens(engine.model, engine.tokenizer, got.probe.residuals, ids[-1], len(ids) - 1, top)
+    lens = read_lens(engine.model, engine.tokenizer, got.probe.residuals, ids[-1], len(ids) - 1, top,
+                     got.final_hidden)
     attention = read_attention(got.probe.attention, [text(t) for t in ids[:-1]],
                                engine.model_config.num_key_value_heads)
     return {"token_ids": ids, "position": len(ids) - 1, "reused_tokens": got.reused_tokens,
@@ -139,10 +143,10 @@ def install_glassbox(app: FastAPI, state: ServerState, static_dir: Any) -> None:
         """The logit lens of the sequence's last token (top tokens and its rank and probability after the embedding
         and after every layer) and the attention of the query that chose it, per layer and head."""
         req = await parse_request(request, TokenRequest)
-        ids = await _sequence(req, state)
+        ids, prompt_len = await _sequence(req, state)
         if len(ids) < 2:
             raise bad_request("at least two tokens are needed: a context and the token to explain", param="token_ids")
-        return JSONResponse(await _on_engine(state, lambda engine: _explain(engine, ids, req.top)))
+        return JSONResponse(await _on_engine(state, lambda engine: _explain(engine, ids, prompt_len, req.top)))
 
     @app.post("/glassbox/fork", tags=["glass box"], responses=ERROR_RESPONSES,
               openapi_extra=request_body(ForkRequest))
@@ -150,7 +154,7 @@ def install_glassbox(app: FastAPI, state: ServerState, static_dir: Any) -> None:
         """Generate on from the given sequence, streamed as server-sent events: first `{"fork": {prompt_tokens,
         reused_tokens, computed_tokens}}`, then chat-shaped chunks with logprobs, then `[DONE]`."""
         req = await parse_request(request, ForkRequest)
-        ids = await _sequence(req, state)
+        ids, _ = await _sequence(req, state)
         if not ids:
             raise bad_request("the sequence is empty", param="token_ids")
         return sse.event_stream(_fork_frames(state, ids, req))
