@@ -81,7 +81,9 @@ def test_lens_attention_and_fork_on_a_real_answer(page, server):
     page.select_option(".gb-layer", "12")
     page.select_option(".gb-head-select", "3")
     assert page.locator(".gb-source").count() == 5
-    page.locator(".glassbox").screenshot(path=str(DOCS / "glassbox-lens.png"))
+    page.set_viewport_size({"width": 1100, "height": 1900})        # room for the whole ladder in the shots
+    page.locator(".gb-lens").screenshot(path=str(DOCS / "glassbox-lens.png"))
+    page.locator(".gb-attention").screenshot(path=str(DOCS / "glassbox-attention.png"))
 
     # Fork here: the runner-up at this token, continued greedily.
     alternative = next(t for t in item["top_logprobs"][1:] if t["bytes"])
@@ -142,7 +144,9 @@ def test_engine_view_shows_shared_blocks_and_chunked_prefill(page, server):
     a.join(600)
     page.wait_for_function("document.getElementById('pool-summary').dataset.used === '0'", timeout=120_000)
     steps = page.evaluate("window.lucidEngine.steps")
-    long_id = next(i["request_id"] for s in steps for i in s["items"] if i["kind"] == "prefill" and i["tokens"] >= 256)
+    seen = [(i["request_id"], i["kind"], i["tokens"]) for s in steps for i in s["items"]]
+    long_id = next((r for r, kind, n in seen if kind == "prefill" and n >= 256), None)
+    assert long_id is not None, seen
     chunks = [s for s in steps if any(i["request_id"] == long_id and i["kind"] == "prefill" for i in s["items"])]
     assert len(chunks) >= 2
     assert sum(any(i["kind"] == "decode" and i["request_id"] != long_id for i in s["items"]) for s in chunks) >= 2

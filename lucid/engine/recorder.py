@@ -53,7 +53,9 @@ class StepRecorder:
 
     def record(self, step: int, started_wall: float, seconds: float, sched: SchedulerOutput, scheduler: Scheduler,
                blocks: BlockManager) -> None:
-        if time.monotonic() > self._until:      # nobody polled for a while: stop until the next watch()
+        # Nobody polled for a while before this step began: stop until the next watch(). (Judged at the step's
+        # start, so one step longer than idle_after, a long prompt chunk on a slow machine, is still recorded.)
+        if time.monotonic() - seconds > self._until:
             self.watching = False
             return
         kinds = [("decode", item) for item in sched.decode] + [("prefill", item) for item in sched.prefill]
