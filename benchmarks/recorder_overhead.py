@@ -81,7 +81,7 @@ def main() -> None:
     # A poll's snapshot, with 16 streams' blocks held.
     params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
     for i in range(args.streams):
-        engine.add_request(f"snap-{i}", [3000 + i] * 200, params)
+        engine.add_request(f"snap-{i}", [3000 + i] * 64, params)
     engine.step()
     started = time.perf_counter()
     for _ in range(20):
