@@ -249,7 +249,7 @@ def test_markdown_renderer_survives_random_input(page):
         return {tags: [...seen].sort(), ms: performance.now() - started};
     }""")
     allowed = {"p", "br", "strong", "em", "del", "code", "pre", "a", "ul", "ol", "li", "blockquote", "hr", "div",
-               "span", "button", "h2", "h3", "h4", "h5", "h6"}
+               "span", "button", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td"}
     assert set(tags["tags"]) <= allowed
     assert tags["ms"] < 5000
 

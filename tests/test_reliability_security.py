@@ -28,8 +28,10 @@ KEYED = [("GET", "/v1/models", None), ("POST", "/v1/chat/completions", {"message
          ("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 1}), ("POST", "/tokenize", {"prompt": "Hi"}),
          ("POST", "/detokenize", {"tokens": [1]}), ("GET", "/metrics", None), ("GET", "/docs", None),
          ("GET", "/redoc", None), ("GET", "/openapi.json", None), ("GET", "/docs/oauth2-redirect", None),
-         ("GET", "/v1/nowhere", None), ("POST", "/admin", {})]
-OPEN = ["/health", "/", "/static/app.js"]
+         ("GET", "/v1/nowhere", None), ("POST", "/admin", {}),
+         ("POST", "/glassbox/token", {"token_ids": [1, 2]}), ("POST", "/glassbox/fork", {"token_ids": [1]}),
+         ("GET", "/glassbox/engine", None)]
+OPEN = ["/health", "/", "/static/app.js", "/engine"]
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from lucid.config import EngineConfig
 from lucid.engine.llm_engine import LLMEngine
@@ -126,6 +127,17 @@ class AsyncEngine:
     def stats(self) -> EngineStats:
         return self._stats
 
+    async def call(self, fn: Callable[[LLMEngine], Any]) -> Any:
+        """Run `fn(engine)` on the engine thread between two steps (so it sees consistent tables and may use the
+        model and the KV pool) and return its result."""
+        if self.dead_error is not None:
+            raise EngineDeadError(f"the engine has stopped: {self.dead_error}")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._inbox.put(("call", fn, loop, future))
+        self._wake.set()
+        return await future
+
     # ---- the engine thread -------------------------------------------------------------------------
     def _loop(self) -> None:
         try:
@@ -165,6 +177,13 @@ class AsyncEngine:
                         self.engine.add_request(request_id, prompt, params, prepared=True)
                     except Exception as exc:
                         self._publish(request_id, exc)
+            elif command[0] == "call":  # a look inside (glass box) that must run between two steps
+                _, fn, loop, future = command
+                try:
+                    result, error = fn(self.engine), None
+                except Exception as exc:
+                    result, error = None, exc
+                loop.call_soon_threadsafe(_settle, future, result, error)
             else:
                 out = self.engine.abort(command[1])
                 if out is not None:
@@ -176,3 +195,12 @@ class AsyncEngine:
             sub = self._subscribers.get(request_id)
         if sub is not None:
             sub.loop.call_soon_threadsafe(sub.queue.put_nowait, item)
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

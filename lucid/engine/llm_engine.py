@@ -14,6 +14,7 @@ from lucid.config import EngineConfig, ModelConfig
 from lucid.engine.block_manager import BlockManager
 from lucid.engine.model_runner import ModelRunner, SampledToken
 from lucid.engine.outputs import EngineStats, RequestOutput, TokenLogprob, TopLogprob
+from lucid.engine.recorder import StepRecorder
 from lucid.engine.request_state import CompletionState, RequestState
 from lucid.engine.scheduler import Scheduler, SchedulerOutput
 from lucid.engine.sequence import Sequence
@@ -48,6 +49,7 @@ class LLMEngine:
         self.eos_ids = sorted(set(tokenizer.eos_token_ids) | set(model_config.eos_token_ids)
                               | set(_as_list(self.generation_config.get("eos_token_id"))))
         self.num_steps = 0
+        self.recorder = StepRecorder()   # records steps only while the engine view watches
 
     @classmethod
     def from_pretrained(cls, model: str | None = None, dtype: str = "bfloat16", device: str = "cpu",
@@ -124,6 +126,8 @@ class LLMEngine:
 
     # ---- the step --------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
+        watched = self.recorder.watching
+        started = time.perf_counter() if watched else 0.0
         sched = self.scheduler.schedule()
         if sched.is_empty:
             return []
@@ -132,7 +136,11 @@ class LLMEngine:
         except Exception as exc:  # a failed forward fails this batch's requests; the engine goes on
             log.exception("forward failed; failing the %d sequences of this step", len(sched.all))
             return self._fail_batch(sched, f"internal error in the model forward: {exc}")
-        return self._postprocess(sched, sampled)
+        outputs = self._postprocess(sched, sampled)
+        if watched:
+            self.recorder.record(self.num_steps, time.time(), time.perf_counter() - started, sched, self.scheduler,
+                                 self.blocks)
+        return outputs
 
     def _postprocess(self, sched: SchedulerOutput, sampled: dict[int, SampledToken]) -> list[RequestOutput]:
         self.num_steps += 1

@@ -39,6 +39,10 @@ def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", action="store_true", help="no chat template: continue the text as given")
     parser.add_argument("--show", type=int, default=5, help="candidates shown per step (default 5)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--lens", action="store_true",
+                        help="each step's logit lens: the top tokens after the embedding and after every layer")
+    parser.add_argument("--attention", action="store_true",
+                        help="each step's attention: which earlier positions the choosing query looked at")
     parser.add_argument("--quantization", "-q", default=None, choices=QUANTIZATION_SCHEMES,
                         help=f"weights as lucid generate keeps them (default: {DEFAULT_QUANTIZATION} on CPU)")
     parser.add_argument("--dtype", default="bfloat16", choices=DTYPES)
@@ -114,13 +118,34 @@ def run_trace(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"lucid trace: --speculative: {exc}", file=sys.stderr)
             return 2
-    if args.json:
-        _print_json(run_trace_loop(loaded.model, loaded.tokenizer, trace, params, args.show, marker=marker).to_dict())
-        return 0
+    looks: list[dict[str, Any]] = []   # the glass box per step (--lens / --attention)
     console = Console()
+
+    def look(step: Any) -> None:
+        if not (args.lens or args.attention):
+            return
+        from lucid.glassbox.render import print_attention, print_lens
+        from lucid.glassbox.trace_views import explain_step
+
+        context = trace.prompt_ids + trace.output_ids[:step.index]
+        lens, attention = explain_step(loaded.model, loaded.tokenizer, context, step.chosen_id, args.lens,
+                                       args.attention)
+        looks.append({"step": step.index, "lens": lens.to_dict() if lens else None,
+                      "attention": attention.to_dict() if attention else None})
+        if not args.json:
+            if lens:
+                print_lens(lens, console)
+            if attention:
+                print_attention(attention, console)
+
+    if args.json:
+        data = run_trace_loop(loaded.model, loaded.tokenizer, trace, params, args.show, on_step=look,
+                              marker=marker).to_dict()
+        _print_json(data | ({"glassbox": looks} if looks else {}))
+        return 0
     print_prompt(trace, console)
-    run_trace_loop(loaded.model, loaded.tokenizer, trace, params, args.show, on_step=lambda s: print_step(s, console),
-                   marker=marker)
+    run_trace_loop(loaded.model, loaded.tokenizer, trace, params, args.show,
+                   on_step=lambda s: (print_step(s, console), look(s)), marker=marker)
     print_summary(trace, console)
     if marker is not None:
         console.print(marker.summary, style="bold cyan")

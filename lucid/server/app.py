@@ -16,8 +16,10 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from lucid.server import serving_chat, serving_completions, serving_tokenize
+from lucid.server.docs_page import install_offline_docs
 from lucid.server.errors import RETRY_AFTER_SECONDS, install_error_handlers
 from lucid.server.generation import max_model_len
+from lucid.server.glassbox import GLASSBOX_BODIES, install_glassbox
 from lucid.server.middleware import GateMiddleware
 from lucid.server.openapi import ERROR_RESPONSES, install_openapi, request_body
 from lucid.server.protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
@@ -63,17 +65,20 @@ def build_app(state: ServerState) -> FastAPI:
             loading.cancel()
             state.shutdown()
 
-    app = FastAPI(title="lucid", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="lucid", version="0.1.0", lifespan=lifespan, docs_url=None,
                   description="An OpenAI-compatible server for Qwen2-family models.")
     app.state.lucid = state
     install_error_handlers(app)
-    install_openapi(app, [ChatCompletionRequest, CompletionRequest, TokenizeRequest, DetokenizeRequest])
+    install_openapi(app, [ChatCompletionRequest, CompletionRequest, TokenizeRequest, DetokenizeRequest,
+                          *GLASSBOX_BODIES])
     app.add_middleware(GateMiddleware, state=state)
     if state.settings.allowed_origins:  # added last, so outermost: preflight requests never meet the key check
         app.add_middleware(CORSMiddleware, allow_origins=state.settings.allowed_origins, allow_methods=["*"],
                            allow_headers=["*"])
     _add_api_routes(app, state)
     _add_service_routes(app, state)
+    install_glassbox(app, state, STATIC_DIR)
+    install_offline_docs(app)
     return app
 
 

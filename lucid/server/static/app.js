@@ -187,9 +187,12 @@
     state.controller = controller;
     setBusy(true);
     const started = performance.now();
+    const body = requestBody();
+    msg.request = structuredClone(body);  // the glass box (glassbox.js) explains and forks this answer from what was asked
+    msg.answer = answer;
     try {
       const response = await fetch("/v1/chat/completions", {
-        method: "POST", headers: headers(), body: JSON.stringify(requestBody()), signal: controller.signal,
+        method: "POST", headers: headers(), body: JSON.stringify(body), signal: controller.signal,
       });
       if (!response.ok) throw new Error(await errorMessage(response));
       for await (const data of sseEvents(response)) {
@@ -224,6 +227,7 @@
       state.controller = null;
       setBusy(false);
     }
+    msg.dataset.turn = String(state.history.length);  // where this answer sits in the history (branch switches)
     if (answer.text) state.history.push({ role: "assistant", content: answer.text });
     else state.history.pop();  // nothing came back: let the user's turn be sent again with the next message
   }
@@ -309,6 +313,6 @@
     $("prompt").focus();
   }
 
-  lucid.chat = { state, send, stop, newChat, sseEvents };
+  lucid.chat = { state, send, stop, newChat, sseEvents, headers, errorMessage, describeStats };
   document.addEventListener("DOMContentLoaded", init);
 })(window.lucid);

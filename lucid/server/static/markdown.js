@@ -1,25 +1,19 @@
-// A small Markdown renderer for model answers. It builds DOM nodes and only ever sets text through
-// textContent / createTextNode, so whatever the model writes (a <script> tag included) is shown as text.
-// Supported: fenced code blocks, headings, lists, block quotes, rules, paragraphs, `code`, **bold**, *italic*,
-// ~~strike~~ and [links](https://...). An unclosed fence (mid-stream) renders as a code block so far.
+// Model answers as Markdown, through two vendored libraries (static/vendor/README.md has their versions):
+// `marked` parses, `DOMPurify` sanitizes what it produced. Raw HTML the model writes is shown as text, never
+// parsed; links go only to http(s) and mailto and open in a new tab; images are not loaded (a model's answer
+// must not make the browser fetch anything). Fenced code gets a bar with its language and a Copy button; an
+// unclosed fence (mid-stream) renders as a code block so far, marked "open".
 "use strict";
 
 window.lucid = window.lucid || {};
 
 (function (lucid) {
-  const FENCE = /^\s*(```|~~~)\s*([\w+#.-]*)\s*$/;
-  const HEADING = /^(#{1,6})\s+(.*?)\s*#*\s*$/;
-  const LIST_ITEM = /^(\s*)([-*+]|\d{1,9}[.)])\s+(.*)$/;
-  const QUOTE = /^\s*>\s?(.*)$/;
-  const RULE = /^\s*([-*_])(\s*\1){2,}\s*$/;
-  // One inline element per alternative; the first that matches at a position wins.
-  const INLINE = /(`+)([\s\S]*?[^`])\1(?!`)|\*\*(?=\S)([\s\S]*?\S)\*\*|__(?=\S)([\s\S]*?\S)__|\*(?=[^\s*])([^*]*?[^\s*])\*|(?<!\w)_(?=[^\s_])([^_]*?[^\s_])_(?!\w)|~~(?=\S)([\s\S]*?\S)~~|\[([^\]\n]+)\]\((\S+?)\)/g;
+  const ALLOWED_TAGS = ["p", "br", "strong", "em", "del", "code", "pre", "a", "ul", "ol", "li", "blockquote", "hr",
+    "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td", "div", "span", "button"];
+  const ALLOWED_ATTR = ["href", "class", "start", "align", "type", "title", "aria-label"];
 
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
+  function escapeHtml(text) {
+    return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
   }
 
   // Links only to http(s) and mailto: a javascript: URL from the model must never become clickable.
@@ -32,145 +26,63 @@ window.lucid = window.lucid || {};
     }
   }
 
-  function renderInline(text, parent) {
-    let last = 0;
-    // matchAll iterates over a copy of the regex, so the recursive calls below cannot disturb its position.
-    for (const m of text.matchAll(INLINE)) {
-      if (m.index > last) parent.appendChild(document.createTextNode(text.slice(last, m.index)));
-      last = m.index + m[0].length;
-      if (m[1] !== undefined) {
-        parent.appendChild(el("code", null, m[2].replace(/^ (.*) $/, "$1")));
-      } else if (m[3] !== undefined || m[4] !== undefined) {
-        renderInline(m[3] !== undefined ? m[3] : m[4], parent.appendChild(el("strong")));
-      } else if (m[5] !== undefined || m[6] !== undefined) {
-        renderInline(m[5] !== undefined ? m[5] : m[6], parent.appendChild(el("em")));
-      } else if (m[7] !== undefined) {
-        renderInline(m[7], parent.appendChild(el("del")));
-      } else {
-        const href = safeUrl(m[9]);
-        if (href) {
-          const a = el("a");
-          a.href = href;
-          a.target = "_blank";
-          a.rel = "noopener noreferrer";
-          renderInline(m[8], a);
-          parent.appendChild(a);
-        } else {
-          parent.appendChild(document.createTextNode(m[0]));
-        }
-      }
+  const parser = new window.marked.Marked({ gfm: true, breaks: false });
+  parser.use({
+    // No HTML blocks or inline tags at all: the model's `<b>` or `<script>` stays text that Markdown runs through
+    // (a tokenizer returning undefined matches nothing; `false` would fall back to marked's own).
+    tokenizer: { html() { return undefined; }, tag() { return undefined; } },
+    renderer: {
+      html(token) { return escapeHtml(token.text); },                 // never reached; text if it ever is
+      image(token) { return escapeHtml(token.text || ""); },          // alt text, nothing fetched
+      heading(token) {                                                // h1 is the page's own title
+        const level = Math.min(token.depth + 1, 6);
+        return `<h${level}>${this.parser.parseInline(token.tokens)}</h${level}>\n`;
+      },
+      link(token) {
+        const inner = this.parser.parseInline(token.tokens);
+        const href = safeUrl(token.href);
+        return href ? `<a href="${escapeHtml(href)}">${inner}</a>` : escapeHtml(token.raw);
+      },
+      code(token) {
+        const lang = (token.lang || "").match(/^[\w+#.-]*/)[0];
+        return `<div class="code-block"><div class="code-bar"><span class="code-lang">${escapeHtml(lang || "code")}` +
+          '</span><button type="button" class="copy" aria-label="Copy code">Copy</button></div>' +
+          `<pre><code${lang ? ` class="language-${escapeHtml(lang)}"` : ""}>${escapeHtml(token.text)}` +
+          "</code></pre></div>\n";
+      },
+    },
+  });
+
+  const purify = window.DOMPurify;
+  purify.addHook("afterSanitizeAttributes", (node) => {
+    if (node.tagName === "A") {
+      node.setAttribute("target", "_blank");
+      node.setAttribute("rel", "noopener noreferrer");
     }
-    if (last < text.length) parent.appendChild(document.createTextNode(text.slice(last)));
-    return parent;
-  }
+  });
 
-  // Lines of a paragraph keep their breaks: chat answers use single newlines on purpose.
-  function renderLines(lines, parent) {
-    lines.forEach((line, i) => {
-      if (i) parent.appendChild(el("br"));
-      renderInline(line, parent);
-    });
-    return parent;
-  }
-
-  function codeBlock(lang, lines, closed) {
-    const wrap = el("div", "code-block" + (closed ? "" : " open"));
-    const bar = el("div", "code-bar");
-    bar.appendChild(el("span", "code-lang", lang || "code"));
-    const copy = el("button", "copy", "Copy");
-    copy.type = "button";
-    copy.setAttribute("aria-label", "Copy code");
-    bar.appendChild(copy);
-    const pre = el("pre");
-    const code = el("code", lang ? "language-" + lang : null, lines.join("\n"));
-    pre.appendChild(code);
-    wrap.appendChild(bar);
-    wrap.appendChild(pre);
-    return wrap;
-  }
-
-  function renderList(lines, start) {
-    // Consecutive items of one kind (bulleted or numbered) at the first item's indentation; deeper lines nest.
-    const first = LIST_ITEM.exec(lines[start]);
-    const indent = first[1].length;
-    const ordered = /\d/.test(first[2]);
-    const list = el(ordered ? "ol" : "ul");
-    if (ordered && parseInt(first[2], 10) !== 1) list.start = parseInt(first[2], 10);
-    let i = start;
-    while (i < lines.length) {
-      const m = LIST_ITEM.exec(lines[i]);
-      if (!m || m[1].length < indent || (m[1].length === indent && /\d/.test(m[2]) !== ordered)) break;
-      if (m[1].length > indent) {
-        const [nested, next] = renderList(lines, i);
-        (list.lastChild || list.appendChild(el("li"))).appendChild(nested);
-        i = next;
-        continue;
-      }
-      const item = renderInline(m[3], el("li"));
-      i += 1;
-      // Continuation lines (indented, not a new item) belong to this item.
-      while (i < lines.length && /^\s{2,}\S/.test(lines[i]) && !LIST_ITEM.test(lines[i])) {
-        item.appendChild(el("br"));
-        renderInline(lines[i].trim(), item);
-        i += 1;
-      }
-      list.appendChild(item);
+  // A fence opened and not yet closed: the answer is still streaming inside a code block.
+  function unclosedFence(source) {
+    let open = null;
+    for (const line of source.split("\n")) {
+      const m = /^\s{0,3}(`{3,}|~{3,})/.exec(line);
+      if (!m) continue;
+      if (open === null) open = m[1];
+      else if (m[1][0] === open[0] && m[1].length >= open.length && !line.trim().slice(m[1].length).trim()) open = null;
     }
-    return [list, i];
+    return open !== null;
   }
 
   function renderMarkdown(source) {
-    const root = document.createDocumentFragment();
-    const lines = String(source).replace(/\r\n?/g, "\n").split("\n");
-    let i = 0;
-    let paragraph = [];
-    const flush = () => {
-      if (paragraph.length) root.appendChild(renderLines(paragraph, el("p")));
-      paragraph = [];
-    };
-    while (i < lines.length) {
-      const line = lines[i];
-      const fence = FENCE.exec(line);
-      if (fence) {
-        flush();
-        const body = [];
-        i += 1;
-        while (i < lines.length && !(lines[i].trim().startsWith(fence[1]) && FENCE.test(lines[i]))) body.push(lines[i++]);
-        const closed = i < lines.length;
-        root.appendChild(codeBlock(fence[2], body, closed));
-        i += 1;
-        continue;
-      }
-      if (!line.trim()) { flush(); i += 1; continue; }
-      const heading = HEADING.exec(line);
-      if (heading) {
-        flush();
-        root.appendChild(renderInline(heading[2], el("h" + Math.min(heading[1].length + 1, 6))));
-        i += 1;
-        continue;
-      }
-      if (RULE.test(line)) { flush(); root.appendChild(el("hr")); i += 1; continue; }
-      if (LIST_ITEM.test(line)) {
-        flush();
-        const [list, next] = renderList(lines, i);
-        root.appendChild(list);
-        i = next;
-        continue;
-      }
-      if (QUOTE.test(line)) {
-        flush();
-        const quoted = [];
-        while (i < lines.length && QUOTE.test(lines[i])) quoted.push(QUOTE.exec(lines[i++])[1]);
-        const block = el("blockquote");
-        block.appendChild(renderMarkdown(quoted.join("\n")));
-        root.appendChild(block);
-        continue;
-      }
-      paragraph.push(line);
-      i += 1;
+    const text = String(source).replace(/\r\n?/g, "\n");
+    const html = parser.parse(text);
+    const clean = purify.sanitize(html, { ALLOWED_TAGS, ALLOWED_ATTR, ADD_ATTR: ["target"],
+      ALLOWED_URI_REGEXP: /^(?:https?:|mailto:)/i, RETURN_DOM_FRAGMENT: true });
+    if (unclosedFence(text)) {
+      const blocks = clean.querySelectorAll(".code-block");
+      if (blocks.length) blocks[blocks.length - 1].classList.add("open");
     }
-    flush();
-    return root;
+    return clean;
   }
 
   // Render into an element, replacing what it held (used again for every streamed chunk).
