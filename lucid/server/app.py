@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from lucid.server import serving_chat, serving_completions, serving_tokenize
+from lucid.server import llamacpp, ollama, serving_chat, serving_completions, serving_tokenize
 from lucid.server.errors import RETRY_AFTER_SECONDS, install_error_handlers
 from lucid.server.generation import max_model_len
 from lucid.server.middleware import GateMiddleware
@@ -73,6 +73,8 @@ def build_app(state: ServerState) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=state.settings.allowed_origins, allow_methods=["*"],
                            allow_headers=["*"])
     _add_api_routes(app, state)
+    app.include_router(llamacpp.build_router(state))  # /infill, /completion: editors' tab completion
+    app.include_router(ollama.build_router(state))    # /api/*: Ollama's API, for the apps that speak only it
     _add_service_routes(app, state)
     return app
 

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lucid.server.errors import bad_request
+
 if TYPE_CHECKING:
     from lucid.tokenizer import Tokenizer
 
@@ -139,3 +141,16 @@ def _repo_context(tokenizer: Tokenizer, tokens: FimTokens, extra: Sequence[Extra
     if tokens.file_sep is not None:
         ids += [tokens.file_sep, *tokenizer.encode_text(f"{CURRENT_FILE}\n")]
     return ids
+
+
+def suffix_prompts(tokenizer: Tokenizer, prompt: str | list, suffix: str) -> list[list[int]]:
+    """/v1/completions with `suffix`: each text prompt as a file-level FIM prompt (the text before the insertion
+    point), so OpenAI's insert mode works with a FIM model. 400 for token-id prompts or a model without FIM."""
+    tokens = FimTokens.find(tokenizer)
+    if tokens is None:
+        raise bad_request(no_fim_message(tokenizer), param="suffix")
+    texts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise bad_request("'suffix' needs the prompt as text (a string or a list of strings), not token ids.",
+                          param="prompt")
+    return [render_file_level(tokenizer, tokens, text, suffix) for text in texts]
