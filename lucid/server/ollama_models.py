@@ -106,9 +106,9 @@ async def tags(state: ServerState, engine: AsyncEngine) -> dict[str, Any]:
 async def running(state: ServerState, engine: AsyncEngine) -> dict[str, Any]:
     size, _, digest = await asyncio.to_thread(_file_facts, engine.source_path)
     info = await details(engine)
-    return {"models": [{"name": tagged(n), "model": tagged(n), "size": size, "digest": digest, "details": info,
-                        "expires_at": NEVER, "size_vram": 0, "context_length": max_model_len(engine)}
-                       for n in state.served_names]}
+    name = tagged(state.served_names[0])  # one model is loaded, whatever the names it answers to
+    return {"models": [{"name": name, "model": name, "size": size, "digest": digest, "details": info,
+                        "expires_at": NEVER, "size_vram": 0, "context_length": max_model_len(engine)}]}
 
 
 async def show(engine: AsyncEngine) -> dict[str, Any]:
