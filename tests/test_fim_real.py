@@ -44,7 +44,9 @@ def test_llama_vscode_infill_three_completions(server):
 
 def test_typing_session_reuses_the_cache(server):
     """llama.vscode warms the cache with n_predict 0, then each keystroke sends a longer `prompt`."""
-    warm = httpx.post(f"{server.url}/infill", json=vscode_body("", n_predict=0), timeout=600).json()
+    warm_body = {"id_slot": 0, "input_prefix": PREFIX, "input_suffix": SUFFIX, "input_extra": EXTRA, "prompt": "",
+                 "n_predict": 0, "samplers": [], "cache_prompt": True, "t_max_prompt_ms": 500, "t_max_predict_ms": 1}
+    warm = httpx.post(f"{server.url}/infill", json=warm_body, timeout=600).json()
     assert warm["content"] == "" and warm["tokens_predicted"] == 0
     seen = []
     for typed in ("    r", "    ret", "    retur", "    return m", "    return math."):
