@@ -73,8 +73,9 @@ def build_app(state: ServerState) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=state.settings.allowed_origins, allow_methods=["*"],
                            allow_headers=["*"])
     _add_api_routes(app, state)
-    app.include_router(llamacpp.build_router(state))  # /infill, /completion: editors' tab completion
-    app.include_router(ollama.build_router(state))    # /api/*: Ollama's API, for the apps that speak only it
+    # Other projects' APIs, documented by them (left out of /openapi.json, which describes lucid's own):
+    app.include_router(llamacpp.build_router(state), include_in_schema=False)  # /infill, /completion: editors
+    app.include_router(ollama.build_router(state), include_in_schema=False)    # /api/*: Ollama's clients
     _add_service_routes(app, state)
     return app
 

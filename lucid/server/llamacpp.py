@@ -23,7 +23,6 @@ from lucid.server.fim import FimTokens, fim_stop_ids, no_fim_message, render_inf
 from lucid.server.generation import check_finished, generate, max_model_len, start_all, until_disconnect
 from lucid.server.llamacpp_protocol import InfillRequest, LlamaCppRequest
 from lucid.server.llamacpp_slots import CompletionSlot, Limits
-from lucid.server.openapi import ERROR_RESPONSES, request_body
 from lucid.server.protocol import parse_request
 from lucid.server.request_params import check_token_ids, resolve_max_tokens
 from lucid.server.state import ServerState
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
 def build_router(state: ServerState) -> APIRouter:
     router = APIRouter(tags=["llama.cpp"])
 
-    @router.post("/infill", responses=ERROR_RESPONSES, openapi_extra=request_body(InfillRequest))
+    @router.post("/infill")
     async def infill(request: Request) -> Response:
         """Fill in the middle (llama.cpp's /infill, as llama.vscode and llama.vim call it)."""
         req = await parse_request(request, InfillRequest)
@@ -47,7 +46,7 @@ def build_router(state: ServerState) -> APIRouter:
                             req.extra_chunks(), n_ctx=max_model_len(engine), n_predict=req.n_predict)
         return await _complete(request, state, engine, req, fim.token_ids, fim.truncated)
 
-    @router.post("/completion", responses=ERROR_RESPONSES, openapi_extra=request_body(LlamaCppRequest))
+    @router.post("/completion")
     async def completion(request: Request) -> Response:
         """Complete a prompt (llama.cpp's native /completion); text prompts may hold special tokens."""
         req = await parse_request(request, LlamaCppRequest)
@@ -77,7 +76,9 @@ async def _complete(request: Request, state: ServerState, engine: AsyncEngine, r
     max_tokens = resolve_max_tokens(requested, None, len(prompt_ids), max_model_len(engine), "prompt")
     params = req.sampling_params(max_tokens, fim_stop_ids(engine.tokenizer, prompt_ids),
                                  engine.model_config.vocab_size)
-    run = _Run(state.check_model(req.model), req, params, prompt_ids, truncated, warm_only)
+    # Like llama-server, which serves one model, answer whatever `model` an editor names (llama.vscode sends its
+    # own setting), echoing the served name.
+    run = _Run(state.served_names[0], req, params, prompt_ids, truncated, warm_only)
     gen = generate(state, engine, prompt_ids, params, f"cmpl-{uuid.uuid4().hex}")
     [first] = await start_all(request, [gen])
     run.first_token_at = time.perf_counter()
