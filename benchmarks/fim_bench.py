@@ -158,6 +158,9 @@ def main() -> None:
     parser.add_argument("--n-cmpl", type=int, default=3, help="llama.vscode's max_parallel_completions")
     parser.add_argument("--start", type=float, default=0.6, help="where the cursor starts, as a fraction of lines")
     parser.add_argument("--threads", type=int, default=None, help="compute threads for both servers")
+    parser.add_argument("--cache-reuse", type=int, default=256,
+                        help="llama-server's --cache-reuse (llama.vscode recommends 256: it shifts the cached suffix "
+                             "instead of recomputing it); 0 turns it off")
     parser.add_argument("--port", type=int, default=8110, help="lucid's port; llama-server gets the next one")
     parser.add_argument("--skip", action="append", default=[], choices=["lucid", "llama-server"])
     parser.add_argument("--json", type=Path, help="write the results here too")
@@ -191,7 +194,7 @@ def main() -> None:
             # llama.vscode's recommended server flags (--cache-reuse), 4 slots so n_cmpl 3 is allowed,
             # default batch sizes (n_batch sizes the FIM prefix/suffix both servers keep).
             argv = [str(args.llama_server), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-                    "-c", "32768", "-np", "4", "--cache-reuse", "256"]
+                    "-c", "32768", "-np", "4", "--cache-reuse", str(args.cache_reuse)]
             if args.threads:
                 argv += ["-t", str(args.threads), "-tb", str(args.threads)]
             server = Launched(argv, url)
@@ -203,7 +206,8 @@ def main() -> None:
     rows = [r.summary() for r in results]
     print(f"typing session: {args.requests} requests over {args.file.relative_to(REPO)} "
           f"({session.file_tokens or '?'} tokens), {args.chars_per_step} characters a step, "
-          f"n_predict {args.n_predict}, n_cmpl {args.n_cmpl}, threads {args.threads or 'default'}")
+          f"n_predict {args.n_predict}, n_cmpl {args.n_cmpl}, threads {args.threads or 'default'}, "
+          f"llama-server --cache-reuse {args.cache_reuse}")
     print("| server | median ms | p90 ms | mean ms | max ms | first request ms | prompt tokens computed (median) "
           "| cached (median) | completions |")
     print("|---|---|---|---|---|---|---|---|---|")
