@@ -126,3 +126,23 @@ def test_prefill_is_capped_while_others_decode():
     out = sched.schedule()
     assert [s.seq.request_id for s in out.decode] == ["short"]
     assert [(s.seq.request_id, s.num_tokens) for s in out.prefill] == [("long", 8)]
+
+
+def test_sibling_completions_wait_for_the_shared_prompt_then_reuse_its_blocks():
+    """n > 1: the prompt is computed once; the other completions join a step later from the prefix cache."""
+    config = EngineConfig(max_num_batched_tokens=64, max_num_seqs=4, block_size=4)
+    blocks = BlockManager(64, 4)
+    sched = Scheduler(config, blocks)
+    params = SamplingParams(n=3)
+    first, *others = [Sequence("r", i, list(range(10)), params) for i in range(3)]
+    for s in (first, *others):
+        sched.add(s)
+    out = sched.schedule()
+    assert [s.seq for s in out.prefill] == [first] and len(sched.waiting) == 2
+    first.num_computed_tokens += out.prefill[0].num_tokens
+    blocks.register_computed(first)
+    first.append_token(7)
+    out = sched.schedule()
+    assert [s.seq for s in out.decode] == [first]
+    assert [(s.seq, s.num_tokens) for s in out.prefill] == [(others[0], 2), (others[1], 2)]
+    assert [s.num_cached_tokens for s in others] == [8, 8]

@@ -38,6 +38,7 @@ class AsyncEngine:
         self.engine_config = engine.engine_config
         self.generation_config = engine.generation_config
         self.model_name = engine.model_name
+        self.source_path = engine.source_path
         self.dead_error: BaseException | None = None
         # Called (from the engine thread) once the loop has died and every waiting request has its error; the
         # server uses it to exit non-zero, so a supervisor restarts it instead of it idling with /health at 503.

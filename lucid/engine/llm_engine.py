@@ -6,6 +6,7 @@ import gc
 import logging
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,6 +51,7 @@ class LLMEngine:
                               | set(_as_list(self.generation_config.get("eos_token_id"))))
         self.num_steps = 0
         self.recorder = StepRecorder()   # records steps only while the engine view watches
+        self.source_path: Path | None = None  # the checkpoint it was loaded from (set by from_pretrained)
 
     @classmethod
     def from_pretrained(cls, model: str | None = None, dtype: str = "bfloat16", device: str = "cpu",
@@ -62,6 +64,7 @@ class LLMEngine:
         loaded = load_quantized(model, quantization, dtype=dtype, device=device)
         engine = cls(loaded.model, loaded.tokenizer, loaded.config, engine_config,
                      loaded.generation_config, loaded.name, device)
+        engine.source_path = loaded.path
         # The tokenizer's and loader's objects live as long as the engine: move them out of the garbage
         # collector's sight, or its full collections keep re-scanning them (~3% of a busy engine's time).
         gc.collect()

@@ -115,6 +115,8 @@ class Scheduler:
         while (self.waiting and min(budget, prefill_left) > 0 and not out.preempted
                and len(self.running) < self.config.max_num_seqs):
             seq = self.waiting[0]
+            if self._sibling_prefilling(seq):
+                break  # a step later its prompt's KV is in the prefix cache: computed once for all n completions
             if not seq.block_table:
                 if not self.blocks.can_admit(seq, min(seq.num_tokens, budget, prefill_left)):
                     break
@@ -135,6 +137,14 @@ class Scheduler:
         """Drafts for a decode row, within the step's token budget and the context limit."""
         limit = min(budget - 1, self.config.max_model_len - seq.num_tokens - 1)
         return self.speculator.draft(seq, limit) if limit > 0 else []
+
+    def _sibling_prefilling(self, seq: Sequence) -> bool:
+        """Whether another completion of seq's request (n > 1) is still computing their shared prompt. Like
+        llama.cpp's child slots, the others wait for it and take its blocks from the prefix cache."""
+        if seq.index == 0 or seq.block_table or not self.blocks.enable_prefix_caching:
+            return False
+        shareable = (seq.num_prompt_tokens - 1) // self.blocks.block_size * self.blocks.block_size
+        return any(s.request_id == seq.request_id and s.num_computed_tokens < shareable for s in self.running)
 
     def _preempt(self, seq: Sequence) -> None:
         """Free the sequence's KV and queue it again; its tokens (prompt + output so far) will be recomputed."""

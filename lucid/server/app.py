@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from lucid.server import serving_chat, serving_completions, serving_tokenize
+from lucid.server import llamacpp, ollama, serving_chat, serving_completions, serving_tokenize
 from lucid.server.docs_page import install_offline_docs
 from lucid.server.errors import RETRY_AFTER_SECONDS, install_error_handlers
 from lucid.server.generation import max_model_len
@@ -76,6 +76,9 @@ def build_app(state: ServerState) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=state.settings.allowed_origins, allow_methods=["*"],
                            allow_headers=["*"])
     _add_api_routes(app, state)
+    # Other projects' APIs, documented by them (left out of /openapi.json, which describes lucid's own):
+    app.include_router(llamacpp.build_router(state), include_in_schema=False)  # /infill, /completion: editors
+    app.include_router(ollama.build_router(state), include_in_schema=False)    # /api/*: Ollama's clients
     _add_service_routes(app, state)
     install_glassbox(app, state, STATIC_DIR)
     install_offline_docs(app)

@@ -12,15 +12,18 @@ import hmac
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lucid.server.errors import APIError, body_too_large, unauthorized, unavailable
+from lucid.server.ollama_errors import error_response
 from lucid.server.state import ServerState
 
-API_PATHS = ("/v1/", "/tokenize", "/detokenize")  # need the engine; count as in flight
+API_PATHS = ("/v1/", "/tokenize", "/detokenize", "/infill", "/completion", "/api/chat",
+             "/api/generate")  # need the engine; count as in flight
 # With --api-key, every path needs the key except these: the health probe and the chat page (which asks for the key
 # and sends it with its own API calls). Unknown paths need it too, so a client without it learns nothing.
 OPEN_PATHS = frozenset({"/health", "/", "/engine"})
 OPEN_PREFIXES = ("/static/",)
 KNOWN_ENDPOINTS = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/tokenize", "/detokenize", "/health",
-                   "/metrics", "/", "/docs", "/openapi.json"}
+                   "/metrics", "/", "/docs", "/openapi.json", "/infill", "/completion", "/api/chat", "/api/generate",
+                   "/api/tags", "/api/show", "/api/version", "/api/ps"}
 
 
 def _starts(path: str, prefixes: tuple[str, ...]) -> bool:
@@ -79,7 +82,7 @@ class GateMiddleware:
             if reason is not None:
                 error = unavailable(reason)
         if error is not None:
-            await error.response()(scope, receive, send)
+            await error_response(path, error)(scope, receive, send)
             return
         if scope["method"] in ("POST", "PUT", "PATCH"):
             receive = await self._limited_body(scope, receive, send)
@@ -92,7 +95,7 @@ class GateMiddleware:
         limit = self.state.settings.max_body_bytes
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await body_too_large(limit).response()(scope, receive, send)
+            await error_response(scope["path"], body_too_large(limit))(scope, receive, send)
             return None
         chunks: list[bytes] = []
         size = 0
@@ -103,7 +106,7 @@ class GateMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await body_too_large(limit).response()(scope, receive, send)
+                await error_response(scope["path"], body_too_large(limit))(scope, receive, send)
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from lucid.engine.outputs import CompletionOutput, RequestOutput
 from lucid.server import sse
 from lucid.server.errors import bad_request
+from lucid.server.fim import fim_stop_ids, suffix_prompts
 from lucid.server.generation import (
     check_finished,
     collect_all,
@@ -65,16 +66,22 @@ async def create_completion(request: Request, state: ServerState) -> Response:
     req = await parse_request(request, CompletionRequest)
     engine = state.require_engine()
     model = state.check_model(req.model)
-    if req.suffix:
-        raise bad_request("'suffix' (insertion) is not supported yet.", param="suffix")
     if req.echo and req.logprobs is not None:
         raise bad_request("echo with logprobs needs prompt logprobs, which are not supported yet.", param="echo")
-    prompts = prompt_token_ids(engine, req.prompt)
+    # With `suffix`, lucid writes the fill-in-the-middle prompt (lucid.server.fim); FIM prompts stop at FIM tokens.
+    if req.suffix is not None:
+        prompts = suffix_prompts(engine.tokenizer, req.prompt, req.suffix)[:MAX_PROMPTS + 1]
+        if len(prompts) > MAX_PROMPTS:
+            raise bad_request(f"at most {MAX_PROMPTS} prompts per request", param="prompt")
+    else:
+        prompts = prompt_token_ids(engine, req.prompt)
     limit = max_model_len(engine)
     params = [build_sampling_params(req, max_tokens=resolve_max_tokens(req.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS,
                                                                        len(ids), limit, "prompt"),
                                     logprobs=req.logprobs, vocab_size=engine.model_config.vocab_size)
               for ids in prompts]
+    for ids, p in zip(prompts, params, strict=True):
+        p.stop_token_ids += [i for i in fim_stop_ids(engine.tokenizer, ids) if i not in p.stop_token_ids]
     request_id = f"cmpl-{uuid.uuid4().hex}"
     gens = [generate(state, engine, ids, p, f"{request_id}-{i}")
             for i, (ids, p) in enumerate(zip(prompts, params, strict=True))]

@@ -48,6 +48,7 @@ class Tokenizer:
         stop_candidates = [eos_token_id, *(backend.token_to_id(t) for t in _DEFAULT_STOP_TOKENS), *extra_eos_ids]
         self.eos_token_ids: list[int] = list(dict.fromkeys(i for i in stop_candidates if i is not None))
         self._bytes_cache: dict[int, bytes] = {}
+        self._text_backend: BackendTokenizer | None = None  # encode_text's: special markers are plain text there
 
     # ---- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -100,6 +101,23 @@ class Tokenizer:
         """Token ids of `text`. Special tokens written in the text (`<|im_start|>`) become their own ids;
         `add_special_tokens` adds what the tokenizer adds around a text (a BOS, for models that want one)."""
         return self._backend.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of user content: special-token markers written in it (`<|im_start|>` in a code file) stay
+        text, as llama.cpp tokenizes FIM prefixes and suffixes. A second backend does it, built on first use."""
+        if self._text_backend is None:
+            self._text_backend = BackendTokenizer.from_str(self._backend.to_str())
+            self._text_backend.encode_special_tokens = True
+        return self._text_backend.encode(text, add_special_tokens=False).ids
+
+    def token_id(self, token: str) -> int | None:
+        """The id of a vocabulary entry spelled exactly `token` (e.g. '<|fim_prefix|>'), or None."""
+        return self._backend.token_to_id(token)
+
+    @property
+    def adds_bos(self) -> bool:
+        """Whether the model expects a BOS token in front of a prompt (GGUF tokenizer.ggml.add_bos_token)."""
+        return self._add_bos_token
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self._backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
