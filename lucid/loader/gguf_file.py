@@ -27,7 +27,7 @@ TOKENIZER_KEYS = (
     "tokenizer.ggml.token_type", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.bos_token_id",
     "tokenizer.ggml.padding_token_id", "tokenizer.ggml.add_bos_token", "tokenizer.chat_template",
     "tokenizer.ggml.scores", "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.add_space_prefix",
-    "tokenizer.ggml.add_eos_token",
+    "tokenizer.ggml.add_eos_token", "general.architecture",
 )
 # metadata suffix (after "<arch>.") -> ModelConfig field, for every family
 _CONFIG_KEYS = {
