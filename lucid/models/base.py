@@ -80,6 +80,8 @@ class CausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden (..., hidden_size) -> float32 logits (..., vocab_size)."""
+        if isinstance(self.lm_head, nn.Linear):  # a float head (tied to the embedding): the fused step hands float32
+            hidden = hidden.to(self.lm_head.weight.dtype)
         return self.lm_head(hidden).float()
 
     @classmethod
