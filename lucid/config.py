@@ -10,8 +10,6 @@ from typing import Any
 from lucid.engine.speculative import SpeculativeConfig
 from lucid.errors import ModelLoadError
 
-SUPPORTED_ARCHITECTURES = ("Qwen2ForCausalLM",)
-
 # Weight formats kept in memory (lucid/quantize.py). The default is the fastest whose quality holds on the
 # default model: perplexity within 1% of bf16 (docs/BENCHMARKS.md), where int4 everywhere loses 4.7%.
 QUANTIZATION_SCHEMES = ("none", "int8", "int4", "mixed")
@@ -20,7 +18,8 @@ DEFAULT_QUANTIZATION = "mixed"
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The shapes and constants of a Qwen2-family model. Unknown keys of config.json are dropped."""
+    """The shapes and constants of a decoder-only model (Qwen2, Qwen3, Llama, Gemma 3). Unknown keys of config.json
+    are dropped; the family-specific ones default to "not used", so a Qwen2 config reads as before."""
 
     vocab_size: int
     hidden_size: int
@@ -37,21 +36,33 @@ class ModelConfig:
     torch_dtype: str = "bfloat16"
     architectures: tuple[str, ...] = ("Qwen2ForCausalLM",)
     model_type: str = "qwen2"
+    # None: hidden_size / num_attention_heads. Qwen3 and Gemma 3 set it explicitly (and it may differ).
+    head_dim: int | None = None  # type: ignore[assignment]  (always an int after __post_init__)
+    attention_bias: bool = False          # Llama / Qwen3 / Gemma 3 (Qwen2 always has q/k/v bias)
+    hidden_act: str = "silu"              # "gelu_pytorch_tanh" for Gemma 3 (HF calls it hidden_activation there)
+    rope_scaling: dict[str, Any] | None = None  # {"rope_type": "llama3" | "linear", "factor": ...}
+    sliding_window: int | None = None     # Gemma 3's local layers: keys within this many positions (self included)
+    layer_types: tuple[str, ...] | None = None  # per layer "sliding_attention" or "full_attention" (Gemma 3)
+    rope_local_base_freq: float = 10_000.0  # Gemma 3's sliding layers rotate with this base
+    query_pre_attn_scalar: float | None = None  # Gemma 3: scores scaled by this ** -0.5 instead of head_dim ** -0.5
 
     def __post_init__(self) -> None:
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
-            )
+        if self.layer_types is not None and len(self.layer_types) != self.num_hidden_layers:
+            raise ValueError(f"layer_types has {len(self.layer_types)} entries for {self.num_hidden_layers} layers")
+        if self.head_dim is None:
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
+            if self.hidden_size % self.num_attention_heads:
+                raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
+                                 f"{self.num_attention_heads}")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(
                 f"num_attention_heads {self.num_attention_heads} is not a multiple of "
                 f"num_key_value_heads {self.num_key_value_heads}"
             )
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+    def is_sliding(self, layer: int) -> bool:
+        """Whether decoder layer `layer` attends only within `sliding_window` (Gemma 3's local layers)."""
+        return bool(self.sliding_window and self.layer_types and self.layer_types[layer] == "sliding_attention")
 
     @property
     def eos_token_ids(self) -> list[int]:
@@ -61,16 +72,19 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config.json") -> ModelConfig:
-        architectures = tuple(raw.get("architectures") or ("Qwen2ForCausalLM",))
-        if not any(a in SUPPORTED_ARCHITECTURES for a in architectures) and raw.get("model_type") != "qwen2":
-            raise ModelLoadError(
-                f"{source}: architecture {list(architectures)} (model_type {raw.get('model_type')!r}) is not "
-                f"supported; lucid runs {', '.join(SUPPORTED_ARCHITECTURES)} models."
-            )
+        from lucid.models.registry import family_for_config  # the registry knows the families (and imports torch)
+
+        model_type = raw.get("model_type", "qwen2" if not raw.get("architectures") else None)
+        family = family_for_config(tuple(raw.get("architectures") or ()), model_type, source)
+        architectures = tuple(raw.get("architectures") or family.hf_architectures[:1])
+        raw = family.normalize_config(_flatten_rope_parameters(raw))
         known = {f for f in cls.__dataclass_fields__}
         kwargs = {k: v for k, v in raw.items() if k in known}
         kwargs["architectures"] = architectures
+        kwargs["model_type"] = family.model_types[0]
         kwargs.setdefault("num_key_value_heads", raw.get("num_attention_heads"))
+        if kwargs.get("layer_types") is not None:
+            kwargs["layer_types"] = tuple(kwargs["layer_types"])
         missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                "num_attention_heads") if k not in kwargs]
         if missing:
@@ -94,12 +108,33 @@ class ModelConfig:
         return cls.from_dict(raw, source=str(path))
 
     def to_hf_dict(self) -> dict[str, Any]:
-        """config.json as Hugging Face transformers writes it for Qwen2."""
+        """config.json as Hugging Face transformers writes it for this family (read back by `from_dict`)."""
+        from lucid.models.registry import family_of
+
         d = asdict(self)
         d["architectures"] = list(self.architectures)
-        d.update(hidden_act="silu", use_cache=True, use_sliding_window=False, sliding_window=None,
-                 max_window_layers=self.num_hidden_layers, attention_dropout=0.0, initializer_range=0.02)
-        return d
+        d["layer_types"] = list(self.layer_types) if self.layer_types else None
+        d.update(use_cache=True, attention_dropout=0.0, initializer_range=0.02)
+        return family_of(self).hf_config_extras(d)
+
+
+def _flatten_rope_parameters(raw: dict[str, Any]) -> dict[str, Any]:
+    """transformers 5 writes rope settings as `rope_parameters` ({"rope_theta": ..., "rope_type": ...}, or one such
+    dict per layer type for Gemma 3); older files use `rope_theta` / `rope_scaling`. Read both into the flat keys."""
+    params = raw.get("rope_parameters")
+    if not isinstance(params, dict):
+        return raw
+    raw = dict(raw)
+    if "full_attention" in params:  # per layer type (Gemma 3)
+        local = params.get("sliding_attention") or {}
+        if "rope_theta" in local:
+            raw.setdefault("rope_local_base_freq", local["rope_theta"])
+        params = params["full_attention"]
+    if "rope_theta" in params:
+        raw.setdefault("rope_theta", params["rope_theta"])
+    if params.get("rope_type", "default") != "default":
+        raw.setdefault("rope_scaling", {k: v for k, v in params.items() if k != "rope_theta"})
+    return raw
 
 
 @dataclass(frozen=True)

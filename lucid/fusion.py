@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lucid.layers.attention import Qwen2Attention
-from lucid.layers.mlp import Qwen2MLP
+from lucid.layers.attention import Attention
+from lucid.layers.mlp import GatedMLP
 
 
 def _fused_linear(parts: list[nn.Linear]) -> nn.Linear:
@@ -26,10 +26,10 @@ def _fused_linear(parts: list[nn.Linear]) -> nn.Linear:
 def fuse_projections(model: nn.Module) -> nn.Module:
     """In place: every attention gets `qkv_proj`, every MLP `gate_up_proj`; the separate modules are dropped."""
     for module in model.modules():
-        if isinstance(module, Qwen2Attention) and module.qkv_proj is None:
+        if isinstance(module, Attention) and module.qkv_proj is None:
             module.qkv_proj = _fused_linear([module.q_proj, module.k_proj, module.v_proj])
             del module.q_proj, module.k_proj, module.v_proj
-        elif isinstance(module, Qwen2MLP) and module.gate_up_proj is None:
+        elif isinstance(module, GatedMLP) and module.gate_up_proj is None:
             module.gate_up_proj = _fused_linear([module.gate_proj, module.up_proj])
             del module.gate_proj, module.up_proj
     return model

@@ -45,7 +45,7 @@ class LLM:
         """Raw prompts (no chat template): strings, or lists of token ids. One output per prompt, in order."""
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]  # type: ignore[list-item]
-        token_lists = [self.tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
+        token_lists = [self.tokenizer.encode_prompt(p) if isinstance(p, str) else list(p) for p in prompts]
         return self._run(token_lists, params or SamplingParams())
 
     def chat(self, conversations: Conversation | Sequence[Conversation], params: SamplingParams | None = None,

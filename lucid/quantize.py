@@ -12,7 +12,8 @@ from lucid.config import ModelConfig
 from lucid.errors import ModelLoadError
 from lucid.layers.quantized_embedding import Q8Embedding
 from lucid.layers.quantized_linear import Int4Linear, Int8Linear
-from lucid.models.qwen2 import Qwen2ForCausalLM
+from lucid.models.base import CausalLM
+from lucid.models.registry import model_class_for
 
 GATE_UP_LAYERS = ("gate_proj", "up_proj", "gate_up_proj")
 
@@ -112,7 +113,7 @@ def packed_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def packed_model(config: ModelConfig, tensors: Mapping[str, torch.Tensor], scheme: str, dtype: torch.dtype,
-                 source: str = "packed weights") -> Qwen2ForCausalLM:
+                 source: str = "packed weights") -> CausalLM:
     """The fused, quantized model straight from `packed_state` tensors: no float copy of a quantized matrix is
     ever made. Raises ModelLoadError when the tensors do not fit the config and scheme."""
     from lucid.fusion import fuse_projections
@@ -120,7 +121,7 @@ def packed_model(config: ModelConfig, tensors: Mapping[str, torch.Tensor], schem
 
     classes = {"int4": Q4Linear, "int8": Q8Linear}
     with torch.device("meta"):
-        model = fuse_projections(Qwen2ForCausalLM(config))
+        model = fuse_projections(model_class_for(config)(config))
     embed = model.model.embed_tokens
     try:
         for name, module in list(model.named_modules()):

@@ -56,9 +56,10 @@ def test_file_that_is_not_gguf(tmp_path: Path) -> None:
 
 
 def test_gguf_of_unknown_architecture(tiny_model: TinyModel, tmp_path: Path) -> None:
-    path = rewrite_gguf(tiny_model.gguf_path, tmp_path / "llama.gguf", arch="llama")
+    path = rewrite_gguf(tiny_model.gguf_path, tmp_path / "mamba.gguf", arch="mamba")
     message = _error(path)
-    assert str(path) in message and "'llama'" in message
+    assert str(path) in message and "'mamba'" in message
+    assert all(name in message for name in ("qwen2", "qwen3", "llama", "gemma3"))  # names the supported ones
 
 
 def test_gguf_without_tokenizer(tiny_model: TinyModel, tmp_path: Path) -> None:
@@ -118,10 +119,11 @@ def test_hf_wrong_shape(tiny_model: TinyModel, tmp_path: Path) -> None:
 def test_hf_unknown_architecture(tiny_model: TinyModel, tmp_path: Path) -> None:
     folder = _copy_hf(tiny_model, tmp_path)
     config = json.loads((folder / "config.json").read_text())
-    config.update(architectures=["LlamaForCausalLM"], model_type="llama")
+    config.update(architectures=["MambaForCausalLM"], model_type="mamba")
     (folder / "config.json").write_text(json.dumps(config))
     message = _error(folder)
-    assert str(folder / "config.json") in message and "LlamaForCausalLM" in message
+    assert str(folder / "config.json") in message and "MambaForCausalLM" in message
+    assert "Gemma3ForCausalLM" in message  # names the supported ones
 
 
 def test_hf_without_tokenizer(tiny_model: TinyModel, tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ def test_second_load_is_rebuilt_from_packed_tensors(gguf_copy: Path, scheme: str
     def no_float_model(*args: object, **kwargs: object) -> None:
         raise AssertionError("the float model was built although a packed entry exists")
 
-    monkeypatch.setattr("lucid.models.qwen2.build_model", no_float_model)
+    monkeypatch.setattr("lucid.models.base.build_model", no_float_model)
     second = load_quantized(gguf_copy, scheme, dtype="float32")
     want, got = first.model.state_dict(), second.model.state_dict()
     assert want.keys() == got.keys()

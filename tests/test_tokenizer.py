@@ -215,7 +215,7 @@ def test_chat_template_with_tiny_tokenizer(tok: Tokenizer) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"tokenizer.ggml.model": "llama"}, "byte-level BPE"),
+        ({"tokenizer.ggml.model": "bert"}, "byte-level BPE"),
         ({"tokenizer.ggml.pre": "no-such-pre"}, "unsupported tokenizer.ggml.pre"),
         ({"tokenizer.ggml.tokens": []}, "no tokenizer.ggml.tokens"),
         ({"tokenizer.ggml.merges": ["nospace"]}, "malformed merge"),

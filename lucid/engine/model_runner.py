@@ -15,7 +15,7 @@ from lucid.engine.spec_verify import draft_views, verify_drafts
 from lucid.kernels.fused import build_fused_decoder
 from lucid.layers.attention_metadata import AttentionMetadata, PrefillChunk
 from lucid.layers.sampler import SamplingTensors, sample
-from lucid.models.qwen2 import Qwen2ForCausalLM
+from lucid.models.base import CausalLM
 
 # Prompt chunks take the fused step while the keys their rows read add up to at most this many per step: below
 # it the fused step's chunk attention beats the eager path (PyTorch's flash attention plus per-op overhead), above
@@ -40,7 +40,7 @@ def kv_bytes_per_token(config: ModelConfig, dtype: torch.dtype) -> int:
 
 
 class ModelRunner:
-    def __init__(self, model: Qwen2ForCausalLM, config: ModelConfig, engine_config: EngineConfig,
+    def __init__(self, model: CausalLM, config: ModelConfig, engine_config: EngineConfig,
                  device: torch.device, dtype: torch.dtype) -> None:
         self.model = model
         self.config = config

@@ -69,10 +69,10 @@ class InspectReport:
 
 def meta_model(config: ModelConfig, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
     """The model's structure with no memory behind it: shapes and counts without loading any weights."""
-    from lucid.models.qwen2 import Qwen2ForCausalLM
+    from lucid.models.registry import model_class_for
 
     with torch.device("meta"):
-        return Qwen2ForCausalLM(config).to(dtype)
+        return model_class_for(config)(config).to(dtype)
 
 
 def inspect_model(model: nn.Module, config: ModelConfig, name: str, stored_formats: Mapping[str, str] | None = None,

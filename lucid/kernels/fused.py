@@ -1,5 +1,5 @@
-"""The fused step: hand a fused, quantized Qwen2 to the C++ `FusedDecoder` (decode.h) once, then run a whole
-step's decoder stack in one call.
+"""The fused step: hand a fused, quantized model whose family fits the kernel (Qwen2, Llama) to the C++
+`FusedDecoder` (decode.h) once, then run a whole step's decoder stack in one call.
 
 The runner sends it decode steps (where PyTorch's per-op overhead dominated) and prompt chunks up to a measured
 amount of attention work (ModelRunner._fused_fits). The eager model stays the reference and runs the rest: the
@@ -15,9 +15,10 @@ import torch
 
 from lucid import kernels
 from lucid.kernels.linear import Q4Linear, _QuantLinear
-from lucid.models.qwen2 import Qwen2ForCausalLM
+from lucid.models.base import CausalLM
 
 log = logging.getLogger(__name__)
+_explained: set[str] = set()  # families whose eager fallback was already logged in this process
 
 
 def _linear_spec(layer: Any) -> tuple:
@@ -27,8 +28,11 @@ def _linear_spec(layer: Any) -> tuple:
     return ("q8", layer.qweight, layer.scales, None, layer.bias_f32, layer.out_features)
 
 
-def why_not_fused(model: Qwen2ForCausalLM, device: torch.device) -> str | None:
+def why_not_fused(model: CausalLM, device: torch.device) -> str | None:
     """None when the fused decode step can run this model; otherwise the reason it cannot."""
+    family_reason = model.fused_step_blocker(model.config)  # each family declares whether the kernel fits it
+    if family_reason is not None:
+        return family_reason
     if device.type != "cpu":
         return f"it is CPU-only (device {device})"
     if not kernels.available():
@@ -45,11 +49,16 @@ def why_not_fused(model: Qwen2ForCausalLM, device: torch.device) -> str | None:
     return None
 
 
-def build_fused_decoder(model: Qwen2ForCausalLM, device: torch.device) -> Any | None:
+def build_fused_decoder(model: CausalLM, device: torch.device) -> Any | None:
     """A FusedDecoder over the model's weights and its layers' bound KV caches, or None (reason logged)."""
     reason = why_not_fused(model, device)
     if reason is not None:
-        log.info("fused decode step off: %s; decode runs eagerly", reason)
+        if model.fused_step_blocker(model.config) is not None and reason not in _explained:
+            _explained.add(reason)  # a family the kernel does not implement: say so once, louder
+            log.warning("fused decode step off for %s: %s; every step runs eagerly",
+                        type(model).__name__, reason)
+        else:
+            log.info("fused decode step off: %s; decode runs eagerly", reason)
         return None
     cfg = model.config
 

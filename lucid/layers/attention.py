@@ -1,4 +1,11 @@
-"""Grouped-query self-attention with q/k/v bias, reading and writing K/V through a paged block pool."""
+"""Grouped-query self-attention reading and writing K/V through a paged block pool.
+
+One class for every family; the differences are constructor arguments: q/k/v bias (Qwen2), a per-head RMSNorm on
+queries and keys before rotation (Qwen3, Gemma 3), the score scale (Gemma 3's query_pre_attn_scalar) and a sliding
+window (Gemma 3's local layers: a query sees only the `sliding_window` latest positions, itself included).
+"""
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -8,19 +15,27 @@ from lucid.layers.attention_metadata import AttentionMetadata
 from lucid.layers.rotary import RotaryEmbedding
 
 
-class Qwen2Attention(nn.Module):
-    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, rotary_emb: RotaryEmbedding) -> None:
+class Attention(nn.Module):
+    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, rotary_emb: RotaryEmbedding, *,
+                 head_dim: int | None = None, bias: bool = False,
+                 qk_norm: Callable[[int], nn.Module] | None = None, scaling: float | None = None,
+                 sliding_window: int | None = None) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
-        self.head_dim = hidden_size // num_heads
-        self.q_proj = nn.Linear(hidden_size, num_heads * self.head_dim, bias=True)
-        self.k_proj = nn.Linear(hidden_size, num_kv_heads * self.head_dim, bias=True)
-        self.v_proj = nn.Linear(hidden_size, num_kv_heads * self.head_dim, bias=True)
+        self.head_dim = head_dim or hidden_size // num_heads
+        self.scaling = scaling if scaling is not None else self.head_dim ** -0.5
+        self.sliding_window = sliding_window
+        self.q_proj = nn.Linear(hidden_size, num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(hidden_size, num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(hidden_size, num_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(num_heads * self.head_dim, hidden_size, bias=False)
+        if qk_norm is not None:  # HF names: self_attn.q_norm / self_attn.k_norm, one weight of head_dim each
+            self.q_norm = qk_norm(self.head_dim)
+            self.k_norm = qk_norm(self.head_dim)
         # Serving fuses q/k/v into one matmul at load time (lucid.fusion); None keeps the three HF modules.
         self.qkv_proj: nn.Module | None = None
-        self.rotary_emb = rotary_emb  # one module shared by all layers (it holds no weights)
+        self.rotary_emb = rotary_emb  # shared by the layers that rotate alike (it holds no weights)
         # This layer's slice of the KV pool, (num_slots, num_kv_heads, head_dim) each; bound by the model runner.
         self.k_cache: torch.Tensor | None = None
         self.v_cache: torch.Tensor | None = None
@@ -35,18 +50,33 @@ class Qwen2Attention(nn.Module):
         q = q.view(*lead, self.num_heads, self.head_dim)                # (..., heads, head_dim)
         k = k.view(*lead, self.num_kv_heads, self.head_dim)             # (..., kv_heads, head_dim)
         v = v.view(*lead, self.num_kv_heads, self.head_dim)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k = self.rotary_emb(positions, q, k)
         if meta is None:
             out = self._attend_full(q, k, v)
         else:
-            out = self._attend_paged(q, k, v, meta)
+            out = self._attend_paged(q, k, v, positions, meta)
         return self.o_proj(out.reshape(*lead, self.num_heads * self.head_dim))
+
+    def _window(self, query_pos: torch.Tensor, key_pos: torch.Tensor) -> torch.Tensor | None:
+        """(Q, K) True where the key is visible to the query (causal, and within the sliding window if any);
+        None for a full-attention layer whose caller already handles causality."""
+        visible = key_pos.unsqueeze(0) <= query_pos.unsqueeze(1)
+        if self.sliding_window:
+            visible &= key_pos.unsqueeze(0) > query_pos.unsqueeze(1) - self.sliding_window
+        return visible
 
     def _attend_full(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """No cache: each row of a (B, T) batch attends causally to itself (used by tests and the walk-through)."""
         # (B, T, heads, head_dim) -> (B, heads, T, head_dim) for SDPA
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                             is_causal=True, enable_gqa=True)
+        qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if self.sliding_window and q.shape[1] > self.sliding_window:
+            pos = torch.arange(q.shape[1], device=q.device)
+            out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=self._window(pos, pos), scale=self.scaling,
+                                                 enable_gqa=True)
+        else:
+            out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, scale=self.scaling, enable_gqa=True)
         return out.transpose(1, 2)                                       # (B, T, heads, head_dim)
 
     def _decode_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -57,16 +87,24 @@ class Qwen2Attention(nn.Module):
         grouping the query heads that share a KV head instead of repeating K and V.
         """
         if mask is None:
-            return F.scaled_dot_product_attention(q.unsqueeze(2), k, v, enable_gqa=True).squeeze(2)
+            return F.scaled_dot_product_attention(q.unsqueeze(2), k, v, scale=self.scaling, enable_gqa=True).squeeze(2)
         d, length = k.shape[0], k.shape[2]
         group = self.num_heads // self.num_kv_heads
         qg = q.view(d, self.num_kv_heads, group, self.head_dim)                     # (D, kv_heads, group, head_dim)
-        scores = (qg @ k.transpose(-1, -2)).float() * self.head_dim ** -0.5          # (D, kv_heads, group, L)
+        scores = (qg @ k.transpose(-1, -2)).float() * self.scaling                  # (D, kv_heads, group, L)
         scores = scores.masked_fill(~mask.view(d, 1, 1, length), float("-inf"))
         probs = scores.softmax(dim=-1).to(v.dtype)
         return (probs @ v).view(d, self.num_heads, self.head_dim)                   # (D, heads, head_dim)
 
-    def _attend_paged(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    def _decode_mask(self, meta: AttentionMetadata, positions: torch.Tensor, length: int) -> torch.Tensor | None:
+        """The runner's padding mask (D, L), narrowed to the window on a sliding layer (slot l holds position l)."""
+        mask = meta.decode_mask
+        if self.sliding_window and length > self.sliding_window:
+            window = self._window(positions[:meta.num_decode], torch.arange(length, device=positions.device))
+            mask = window if mask is None else mask & window
+        return mask
+
+    def _attend_paged(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor,
                       meta: AttentionMetadata) -> torch.Tensor:
         assert self.k_cache is not None and self.v_cache is not None, "KV pool not bound to this layer"
         # Store this step's keys and values first: decode tokens then read them back with their context.
@@ -79,7 +117,8 @@ class Qwen2Attention(nn.Module):
             slots = meta.decode_slots.view(-1)                            # index_select: half the cost of k[slots]
             kd = self.k_cache.index_select(0, slots).view(d, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
             vd = self.v_cache.index_select(0, slots).view(d, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-            out[:num_decode] = self._decode_attention(q[:num_decode], kd, vd, meta.decode_mask)
+            mask = self._decode_mask(meta, positions, length)
+            out[:num_decode] = self._decode_attention(q[:num_decode], kd, vd, mask)
         for chunk in meta.prefills:
             s, e = chunk.start, chunk.start + chunk.length
             if chunk.context_slots is None:
@@ -90,13 +129,21 @@ class Qwen2Attention(nn.Module):
             qc = q[s:e].transpose(0, 1).unsqueeze(0)
             kc = kc.transpose(0, 1).unsqueeze(0)
             vc = vc.transpose(0, 1).unsqueeze(0)
-            if chunk.length == chunk.context_len:
-                oc = F.scaled_dot_product_attention(qc, kc, vc, is_causal=True, enable_gqa=True)
+            windowed = self.sliding_window is not None and chunk.context_len > self.sliding_window
+            if chunk.length == chunk.context_len and not windowed:
+                oc = F.scaled_dot_product_attention(qc, kc, vc, is_causal=True, scale=self.scaling, enable_gqa=True)
             else:
-                # Query i sits at position (context_len - length + i) and sees every key up to it.
+                # Query i sits at position (context_len - length + i) and sees every key up to it (in its window).
                 offset = chunk.context_len - chunk.length
-                rows = torch.arange(chunk.length, device=q.device).unsqueeze(1) + offset
-                mask = torch.arange(chunk.context_len, device=q.device).unsqueeze(0) <= rows  # (T, context_len)
-                oc = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=mask, enable_gqa=True)
+                rows = torch.arange(chunk.length, device=q.device) + offset
+                mask = self._window(rows, torch.arange(chunk.context_len, device=q.device))  # (T, context_len)
+                oc = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=mask, scale=self.scaling, enable_gqa=True)
             out[s:e] = oc.squeeze(0).transpose(0, 1)
         return out
+
+
+class Qwen2Attention(Attention):
+    """Qwen2's attention: q/k/v with bias, o without."""
+
+    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, rotary_emb: RotaryEmbedding) -> None:
+        super().__init__(hidden_size, num_heads, num_kv_heads, rotary_emb, bias=True)

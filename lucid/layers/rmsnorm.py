@@ -1,4 +1,8 @@
-"""RMSNorm as Qwen2 uses it: normalize in float32 for stability, scale by a learned weight, cast back."""
+"""RMSNorm: normalize in float32 for stability, scale by a learned weight, cast back.
+
+Two conventions: Qwen2/Qwen3/Llama scale by `weight` (initialised to ones) after rounding to the input's dtype;
+Gemma scales by `1 + weight` (initialised to zeros) in float32 before rounding.
+"""
 
 import torch
 import torch.nn.functional as F
@@ -18,3 +22,11 @@ class RMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+class GemmaRMSNorm(RMSNorm):
+    """Gemma's variant: x / rms(x) * (1 + weight), all in float32, then cast to x's dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        return (normed * (1.0 + self.weight.float())).to(x.dtype)

@@ -4,16 +4,44 @@ Each pair (x[i], x[i + d/2]) of a head is rotated by the angle position * theta^
 product of a query and a key depends only on their distance.
 """
 
+import math
+from typing import Any
+
 import torch
 from torch import nn
 
 
+def inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | None = None) -> torch.Tensor:
+    """theta^(-2i/d) for each pair i (float64), adjusted by a rope scaling: "linear" divides every frequency by
+    `factor`; "llama3" divides only the low frequencies (long wavelengths) and blends the band between."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    if kind == "default":
+        return inv_freq
+    factor = float(scaling["factor"])
+    if kind == "linear":
+        return inv_freq / factor
+    if kind == "llama3":
+        low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+        old_context = float(scaling["original_max_position_embeddings"])
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > old_context / low, inv_freq / factor, inv_freq)
+        smooth = (old_context / wavelen - low) / (high - low)
+        blended = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_context / high) & (wavelen <= old_context / low)
+        return torch.where(medium, blended, scaled)
+    raise ValueError(f"unsupported rope scaling {kind!r}; lucid knows 'linear' and 'llama3'")
+
+
 class RotaryEmbedding(nn.Module):
-    def __init__(self, head_dim: int, theta: float, max_positions: int) -> None:
+    def __init__(self, head_dim: int, theta: float, max_positions: int,
+                 scaling: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.head_dim = head_dim
         self.theta = theta
         self.max_positions = max_positions
+        self.scaling = scaling
+        inverse_frequencies(head_dim, theta, scaling)  # an unknown scaling fails here, at build time
         # Not buffers: the model is built on the meta device and these are made lazily where they are used.
         self._cos: torch.Tensor | None = None
         self._sin: torch.Tensor | None = None
@@ -23,7 +51,7 @@ class RotaryEmbedding(nn.Module):
     def _tables(self, needed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cos is None or self._cos.shape[0] < needed or self._cos.device != device:
             length = max(needed, min(self.max_positions, 4096))
-            inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim))
+            inv_freq = inverse_frequencies(self.head_dim, self.theta, self.scaling)
             angles = torch.outer(torch.arange(length, dtype=torch.float64), inv_freq)  # (length, head_dim/2)
             angles = torch.cat([angles, angles], dim=-1)                                 # (length, head_dim)
             self._cos = angles.cos().float().to(device)
@@ -42,7 +70,8 @@ class RotaryEmbedding(nn.Module):
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
 
     def extra_repr(self) -> str:
-        return f"head_dim={self.head_dim}, theta={self.theta:g}"
+        scaled = f", scaling={self.scaling.get('rope_type', self.scaling.get('type'))}" if self.scaling else ""
+        return f"head_dim={self.head_dim}, theta={self.theta:g}{scaled}"
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 
 from lucid.config import ModelConfig
 from lucid.errors import ModelLoadError
-from lucid.loader.gguf_file import GGUFContents
+from lucid.loader.checkpoint import GGUFContents
 from lucid.loader.tensors import LazyTensors, dtype_name, open_safetensors
 
 log = logging.getLogger(__name__)

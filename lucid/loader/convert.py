@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from lucid.errors import ModelLoadError
-from lucid.loader.checkpoint import read_checkpoint
+from lucid.loader.read import read_checkpoint
 
 
 def convert_gguf_to_hf(gguf_path: str | Path | None, out_dir: str | Path) -> Path:

@@ -10,8 +10,8 @@ import torch
 
 from lucid.errors import ModelLoadError
 from lucid.loader.cache import load_prepared, prepared_entry, save_prepared
-from lucid.loader.checkpoint import Checkpoint
-from lucid.loader.gguf_file import GGUFContents, read_gguf
+from lucid.loader.checkpoint import Checkpoint, GGUFContents
+from lucid.loader.gguf_file import read_gguf
 
 if TYPE_CHECKING:
     from lucid.tokenizer import Tokenizer

@@ -12,11 +12,12 @@ import torch
 
 from lucid.config import ModelConfig
 from lucid.errors import ModelLoadError
-from lucid.loader.checkpoint import Checkpoint, read_checkpoint
+from lucid.loader.checkpoint import Checkpoint
+from lucid.loader.read import read_checkpoint
 from lucid.loader.tensors import parse_dtype
 
 if TYPE_CHECKING:
-    from lucid.models.qwen2 import Qwen2ForCausalLM
+    from lucid.models.base import CausalLM
     from lucid.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 class LoadedModel:
     """What `load` returns: the model with everything needed to serve it."""
 
-    model: Qwen2ForCausalLM
+    model: CausalLM
     tokenizer: Tokenizer
     config: ModelConfig
     generation_config: dict[str, Any]
@@ -35,7 +36,7 @@ class LoadedModel:
     stored_formats: dict[str, str]
 
 
-def _loaded(checkpoint: Checkpoint, model: Qwen2ForCausalLM) -> LoadedModel:
+def _loaded(checkpoint: Checkpoint, model: CausalLM) -> LoadedModel:
     return LoadedModel(model=model, tokenizer=checkpoint.tokenizer, config=checkpoint.config,
                        generation_config=checkpoint.generation_config, name=checkpoint.name,
                        path=checkpoint.path, stored_formats=checkpoint.stored_formats)
@@ -43,7 +44,7 @@ def _loaded(checkpoint: Checkpoint, model: Qwen2ForCausalLM) -> LoadedModel:
 
 def load(path: str | Path | None = None, dtype: str | torch.dtype = "bfloat16", device: str = "cpu") -> LoadedModel:
     """Read a checkpoint (HF folder, .gguf, or None/"default" for the default model) and build the model."""
-    from lucid.models.qwen2 import build_model
+    from lucid.models.base import build_model
 
     torch_dtype = parse_dtype(dtype)
     checkpoint = read_checkpoint(path, torch_dtype)
@@ -58,7 +59,7 @@ def load_quantized(path: str | Path | None, scheme: str, dtype: str | torch.dtyp
     With lucid's kernels the packed weights are cached after the first load; later loads read them back directly,
     so the float weights are never read again (start-up in a few seconds, peak memory near the packed size)."""
     from lucid.loader.packed_cache import load_packed, packed_entry, save_packed
-    from lucid.models.qwen2 import build_model
+    from lucid.models.base import build_model
     from lucid.quantize import can_pack, fuse_and_quantize, packed_model, packed_state
 
     torch_dtype = parse_dtype(dtype)

@@ -1,4 +1,5 @@
-"""What tensors a Qwen2 checkpoint must hold, and a check that names the file when it does not."""
+"""What tensors a checkpoint must hold (the model's own parameters, built on the meta device), and a check that
+names the file when it does not."""
 
 from __future__ import annotations
 
@@ -6,34 +7,31 @@ from collections.abc import Mapping, Sequence
 
 from lucid.config import ModelConfig
 from lucid.errors import ModelLoadError
+from lucid.models.base import expected_weight_shapes
 
 _MAX_LISTED = 5  # a message lists this many names, then counts the rest
+# A stable listing order (whole-model tensors, then layer by layer, norms first): lucid.testing draws random weights
+# in this order, so the tiny test models stay the same whatever order the modules are declared in.
+_GLOBAL_ORDER = ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight")
+_LAYER_ORDER = ("input_layernorm.weight", "post_attention_layernorm.weight",
+                "self_attn.q_proj.weight", "self_attn.q_proj.bias", "self_attn.k_proj.weight", "self_attn.k_proj.bias",
+                "self_attn.v_proj.weight", "self_attn.v_proj.bias", "self_attn.o_proj.weight",
+                "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight")
+
+
+def _listing_key(item: tuple[int, str]) -> tuple[int, int, int]:
+    declared, name = item
+    if name in _GLOBAL_ORDER:
+        return (-1, _GLOBAL_ORDER.index(name), 0)
+    _, _, layer, rest = name.split(".", 3)           # model.layers.N.rest
+    return (int(layer), _LAYER_ORDER.index(rest) if rest in _LAYER_ORDER else len(_LAYER_ORDER), declared)
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """HF tensor name -> torch shape, for every tensor the model needs (lm_head only when untied)."""
-    h, inter, v = config.hidden_size, config.intermediate_size, config.vocab_size
-    kv = config.num_key_value_heads * config.head_dim
-    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
-    if not config.tie_word_embeddings:
-        shapes["lm_head.weight"] = (v, h)
-    for i in range(config.num_hidden_layers):
-        p = f"model.layers.{i}."
-        shapes.update({
-            p + "input_layernorm.weight": (h,),
-            p + "post_attention_layernorm.weight": (h,),
-            p + "self_attn.q_proj.weight": (h, h),
-            p + "self_attn.q_proj.bias": (h,),
-            p + "self_attn.k_proj.weight": (kv, h),
-            p + "self_attn.k_proj.bias": (kv,),
-            p + "self_attn.v_proj.weight": (kv, h),
-            p + "self_attn.v_proj.bias": (kv,),
-            p + "self_attn.o_proj.weight": (h, h),
-            p + "mlp.gate_proj.weight": (inter, h),
-            p + "mlp.up_proj.weight": (inter, h),
-            p + "mlp.down_proj.weight": (h, inter),
-        })
-    return shapes
+    shapes = expected_weight_shapes(config)
+    ordered = sorted(enumerate(shapes), key=_listing_key)
+    return {name: shapes[name] for _, name in ordered}
 
 
 def _listed(names: Sequence[str]) -> str:
@@ -60,6 +58,6 @@ def check_tensor_shapes(found: Mapping[str, tuple[int, ...]], config: ModelConfi
         problems.append(f"{len(wrong)} tensor(s) of the wrong shape: {_listed(wrong)}")
     if problems:
         raise ModelLoadError(
-            f"{source}: the tensors do not match a Qwen2 model with {config.num_hidden_layers} layers, hidden size "
-            f"{config.hidden_size} and vocabulary {config.vocab_size}: " + "; ".join(problems) + "."
+            f"{source}: the tensors do not match a {config.architectures[0]} model with {config.num_hidden_layers} "
+            f"layers, hidden size {config.hidden_size} and vocabulary {config.vocab_size}: " + "; ".join(problems) + "."
         )

@@ -1,107 +1,49 @@
-"""The Qwen2 decoder, with Hugging Face's module names so checkpoints load by name. No file I/O here."""
-
-from collections.abc import Mapping
-
-import torch
-from torch import nn
+"""Qwen2: pre-norm layers, q/k/v with bias, SwiGLU, one RoPE base. HF module names; no file I/O here."""
 
 from lucid.config import ModelConfig
-from lucid.errors import ModelLoadError
 from lucid.layers.attention import Qwen2Attention
-from lucid.layers.attention_metadata import AttentionMetadata
 from lucid.layers.mlp import Qwen2MLP
 from lucid.layers.rmsnorm import RMSNorm
 from lucid.layers.rotary import RotaryEmbedding
+from lucid.models.base import CausalLM, DecoderModel, PreNormDecoderLayer
+from lucid.models.base import build_model as build_model  # re-exported: the builder serves every family
+
+# GGUF tensor names (after "blk.N.") -> HF names (after "model.layers.N."); llama.cpp's names for this family.
+GGUF_LAYER_NAMES: dict[str, str] = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_k.bias": "self_attn.k_proj.bias",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
 
 
-class Qwen2DecoderLayer(nn.Module):
+class Qwen2DecoderLayer(PreNormDecoderLayer):
     def __init__(self, config: ModelConfig, rotary_emb: RotaryEmbedding) -> None:
-        super().__init__()
-        self.self_attn = Qwen2Attention(config.hidden_size, config.num_attention_heads, config.num_key_value_heads,
-                                        rotary_emb)
-        self.mlp = Qwen2MLP(config.hidden_size, config.intermediate_size)
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-
-    def forward(self, hidden: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata | None) -> torch.Tensor:
-        hidden = hidden + self.self_attn(self.input_layernorm(hidden), positions, meta)
-        return hidden + self.mlp(self.post_attention_layernorm(hidden))
+        super().__init__(config,
+                         Qwen2Attention(config.hidden_size, config.num_attention_heads, config.num_key_value_heads,
+                                        rotary_emb),
+                         Qwen2MLP(config.hidden_size, config.intermediate_size))
 
 
-class Qwen2Model(nn.Module):
+class Qwen2Model(DecoderModel):
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         rotary_emb = RotaryEmbedding(config.head_dim, config.rope_theta, config.max_position_embeddings)
-        self.layers = nn.ModuleList(Qwen2DecoderLayer(config, rotary_emb) for _ in range(config.num_hidden_layers))
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
-                meta: AttentionMetadata | None = None) -> torch.Tensor:
-        hidden = self.embed_tokens(input_ids)
-        for layer in self.layers:
-            hidden = layer(hidden, positions, meta)
-        return self.norm(hidden)
+        super().__init__(config, [Qwen2DecoderLayer(config, rotary_emb) for _ in range(config.num_hidden_layers)],
+                         RMSNorm(config.hidden_size, config.rms_norm_eps))
 
 
-class Qwen2ForCausalLM(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.model = Qwen2Model(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        if config.tie_word_embeddings:
-            # Share the Parameter itself, so it is stored and counted once.
-            self.lm_head.weight = self.model.embed_tokens.weight
+class Qwen2ForCausalLM(CausalLM):
+    model_class = Qwen2Model
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
-                meta: AttentionMetadata | None = None) -> torch.Tensor:
-        """Logits for every position. Without `meta`: input_ids (T,) or (B, T), causal, no cache.
+    @classmethod
+    def fused_step_blocker(cls, config: ModelConfig) -> str | None:
+        return None  # the fused kernel was written for this layer
 
-        The engine instead calls `self.model(...)` then `compute_logits` on the last position of each sequence only.
-        """
-        if positions is None:
-            positions = torch.arange(input_ids.shape[-1], device=input_ids.device).expand_as(input_ids)
-        return self.compute_logits(self.model(input_ids, positions, meta))
-
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden (..., hidden_size) -> float32 logits (..., vocab_size)."""
-        return self.lm_head(hidden).float()
-
-
-def expected_weight_names(config: ModelConfig) -> list[str]:
-    """The state-dict keys a checkpoint must provide (a tied head has no lm_head.weight of its own)."""
-    with torch.device("meta"):
-        model = Qwen2ForCausalLM(config)
-    return list(model.state_dict(keep_vars=True).keys() - ({"lm_head.weight"} if config.tie_word_embeddings else set()))
-
-
-def build_model(config: ModelConfig, state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.bfloat16,
-                device: str | torch.device = "cpu", source: str = "checkpoint") -> Qwen2ForCausalLM:
-    """Build on the meta device, then move every checkpoint tensor into place; strict about names and shapes."""
-    with torch.device("meta"):
-        model = Qwen2ForCausalLM(config)
-    expected = {name: p.shape for name, p in model.named_parameters()}  # tied head appears once, as embed_tokens
-    given = set(state_dict.keys())
-    if config.tie_word_embeddings:
-        given.discard("lm_head.weight")
-    missing = sorted(expected.keys() - given)
-    unexpected = sorted(given - expected.keys())
-    if missing:
-        raise ModelLoadError(f"{source}: {len(missing)} tensor(s) the model needs are missing, e.g. "
-                             f"{', '.join(missing[:5])}. The file is incomplete or not a Qwen2 model.")
-    if unexpected:
-        raise ModelLoadError(f"{source}: {len(unexpected)} tensor(s) do not belong to a Qwen2 model of this config, "
-                             f"e.g. {', '.join(unexpected[:5])}.")
-    params: dict[str, torch.Tensor] = {}
-    for name, shape in expected.items():
-        tensor = state_dict[name]
-        if tuple(tensor.shape) != tuple(shape):
-            raise ModelLoadError(f"{source}: tensor {name} has shape {list(tensor.shape)}, but the config "
-                                 f"(hidden {config.hidden_size}, heads {config.num_attention_heads}/"
-                                 f"{config.num_key_value_heads}, vocab {config.vocab_size}) needs {list(shape)}.")
-        params[name] = nn.Parameter(tensor.to(device=device, dtype=dtype), requires_grad=False)
-    model.load_state_dict(params, strict=False, assign=True)
-    if config.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
-    return model.eval()

@@ -54,7 +54,7 @@ def prompt_token_ids(engine: AsyncEngine, prompt: Any) -> list[list[int]]:
         raise bad_request("prompt must not be empty", param="prompt")
     if len(prompts) > MAX_PROMPTS:
         raise bad_request(f"at most {MAX_PROMPTS} prompts per request, got {len(prompts)}", param="prompt")
-    ids = [engine.tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
+    ids = [engine.tokenizer.encode_prompt(p) if isinstance(p, str) else list(p) for p in prompts]
     for one in ids:
         if not one:
             raise bad_request("prompt must not be empty", param="prompt")

@@ -84,7 +84,8 @@ def render_chat_template(
     `special_tokens` (bos_token, eos_token, ...) and `kwargs` become template variables, as in HF.
     """
     if not template:
-        raise ChatTemplateError("this model has no chat template; send a plain-text prompt instead")
+        raise ChatTemplateError("this model has no chat template (a base model?); send a plain-text prompt to "
+                                "/v1/completions instead")
     compiled = _compile(template)
     variables = {**(special_tokens or {}), **kwargs}
     try:

@@ -1,4 +1,5 @@
-"""Build a `tokenizers.Tokenizer` from the tokenizer fields of a GGUF file (byte-level BPE, `gpt2` model)."""
+"""Build a `tokenizers.Tokenizer` from the tokenizer fields of a GGUF file: byte-level BPE (`gpt2` model, with the
+pre-tokenizer `tokenizer.ggml.pre` names) or SentencePiece (`llama` model: lucid.tokenizer.sentencepiece)."""
 
 from typing import Any
 
@@ -6,11 +7,17 @@ from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tok
 from tokenizers import Tokenizer as BackendTokenizer
 
 from lucid.errors import ModelLoadError
+from lucid.tokenizer.sentencepiece import build_sentencepiece_backend
 
 # How the Qwen2 tokenizer splits text into words before BPE: contractions, letter runs (with one leading
 # non-letter), single digits (so numbers are tokenized digit by digit), punctuation runs, newlines, other spaces.
 QWEN2_SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# Llama 3's split: Qwen2's, but numbers in runs of up to three digits.
+LLAMA3_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
 # GGUF token types (llama.cpp's enum): 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
@@ -20,17 +27,25 @@ TOKEN_TYPE_USER_DEFINED = 4
 
 def pre_tokenizer_for(pre: str, source: str) -> pre_tokenizers.PreTokenizer:
     """The pre-tokenizer for a GGUF `tokenizer.ggml.pre` value."""
-    if pre == "qwen2":
+    split = {"qwen2": QWEN2_SPLIT_PATTERN, "llama-bpe": LLAMA3_SPLIT_PATTERN, "llama3": LLAMA3_SPLIT_PATTERN}.get(pre)
+    if split is not None:
         return pre_tokenizers.Sequence(
             [
-                pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
+                pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
                 pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
             ]
         )
+    if pre == "smollm":
+        # SmolLM's tokenizer.json: every digit alone, then GPT-2's split.
+        return pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=True),
+        ])
     if pre in ("default", "gpt2", "gpt-2"):
         # The ByteLevel pre-tokenizer's own regex is GPT-2's split pattern.
         return pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=True)
-    raise ModelLoadError(f"{source}: unsupported tokenizer.ggml.pre {pre!r}; lucid supports 'qwen2' and 'default'")
+    raise ModelLoadError(f"{source}: unsupported tokenizer.ggml.pre {pre!r}; lucid supports 'qwen2', 'llama-bpe', "
+                         f"'smollm' and 'default'")
 
 
 def _split_merge(merge: str, source: str) -> tuple[str, str]:
@@ -42,12 +57,13 @@ def _split_merge(merge: str, source: str) -> tuple[str, str]:
 
 
 def build_backend(fields: dict[str, Any], source: str) -> BackendTokenizer:
-    """A byte-level BPE tokenizer equivalent to the one the GGUF describes; ids are the GGUF's token indices."""
+    """A tokenizer equivalent to the one the GGUF describes; ids are the GGUF's token indices."""
     model_type = fields.get("tokenizer.ggml.model")
+    if model_type == "llama":
+        return build_sentencepiece_backend(fields, fields.get("general.architecture"), source)
     if model_type != "gpt2":
-        raise ModelLoadError(
-            f"{source}: tokenizer.ggml.model is {model_type!r}; lucid supports byte-level BPE ('gpt2')"
-        )
+        raise ModelLoadError(f"{source}: tokenizer.ggml.model is {model_type!r}; lucid supports byte-level BPE "
+                             f"('gpt2') and SentencePiece ('llama')")
     tokens: list[str] = list(fields.get("tokenizer.ggml.tokens") or [])
     if not tokens:
         raise ModelLoadError(f"{source}: no tokenizer.ggml.tokens")
@@ -60,8 +76,10 @@ def build_backend(fields: dict[str, Any], source: str) -> BackendTokenizer:
     if len(vocab) != len(tokens):
         raise ModelLoadError(f"{source}: tokenizer.ggml.tokens holds duplicate strings")
     backend = BackendTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
-    backend.normalizer = normalizers.NFC()  # Qwen2's own tokenizer.json normalizes to NFC
-    backend.pre_tokenizer = pre_tokenizer_for(fields.get("tokenizer.ggml.pre", "default"), source)
+    pre = fields.get("tokenizer.ggml.pre", "default")
+    if pre == "qwen2":
+        backend.normalizer = normalizers.NFC()  # Qwen2's own tokenizer.json normalizes to NFC
+    backend.pre_tokenizer = pre_tokenizer_for(pre, source)
     backend.decoder = decoders.ByteLevel()
 
     # Control tokens (<|im_start|>, <|endoftext|>) are special: decode(skip_special_tokens=True) drops them.

@@ -13,6 +13,7 @@ from lucid.tokenizer.chat_template import render_chat_template
 from lucid.tokenizer.detokenizer import IncrementalDetokenizer
 from lucid.tokenizer.gguf_vocab import build_backend
 from lucid.tokenizer.hf_files import read_hf_folder, write_hf_folder
+from lucid.tokenizer.sentencepiece import is_sentencepiece, sentencepiece_token_bytes
 
 # Chat models end a turn with <|im_end|>; base models end a document with <|endoftext|>. Either one stops.
 _DEFAULT_STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -33,9 +34,14 @@ class Tokenizer:
         add_bos_token: bool = False,
         source: str = "",
     ) -> None:
-        if not isinstance(backend.decoder, decoders.ByteLevel):
-            # Streaming decode and token_bytes rely on every token being a string of byte stand-ins.
-            raise ModelLoadError(f"{source}: lucid supports byte-level BPE tokenizers (Qwen2 family) only")
+        # Streaming decode and token_bytes read each token's raw bytes from its vocabulary string.
+        if isinstance(backend.decoder, decoders.ByteLevel):
+            self._token_string_bytes = token_string_to_bytes            # byte stand-ins (GPT-2 style)
+        elif is_sentencepiece(backend):
+            self._token_string_bytes = sentencepiece_token_bytes        # U+2581 spaces, <0xNN> byte fallback
+        else:
+            raise ModelLoadError(f"{source}: lucid supports byte-level BPE and SentencePiece (byte-fallback BPE) "
+                                 f"tokenizers only")
         self._backend = backend
         self._add_bos_token = add_bos_token
         self.source = source
@@ -119,6 +125,11 @@ class Tokenizer:
         """Whether the model expects a BOS token in front of a prompt (GGUF tokenizer.ggml.add_bos_token)."""
         return self._add_bos_token
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """A plain-text prompt (no chat template) as the model expects it: with the BOS its tokenizer adds (Gemma,
+        Llama 2), none for Qwen. Templated text instead goes through `encode`: the template writes its own BOS."""
+        return self.encode(text, add_special_tokens=True)
+
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self._backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
@@ -176,7 +187,7 @@ class Tokenizer:
         cached = self._bytes_cache.get(token_id)
         if cached is None:
             token = self._backend.id_to_token(token_id)
-            cached = b"" if token is None else token_string_to_bytes(token)
+            cached = b"" if token is None else self._token_string_bytes(token)
             self._bytes_cache[token_id] = cached
         return cached
 
