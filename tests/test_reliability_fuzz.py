@@ -25,9 +25,10 @@ pytestmark = pytest.mark.timeout(300)
 SEED = 20240517
 EXAMPLES = 200
 FUZZ_MAX_TOKENS = 2  # valid budgets are clipped to this, so the run stays fast on a CPU
-GENERATING = ("/v1/chat/completions", "/v1/completions")
+GENERATING = ("/v1/chat/completions", "/v1/completions", "/glassbox/fork")
 OPERATIONS = [("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("GET", "/v1/models"),
-              ("POST", "/tokenize"), ("POST", "/detokenize"), ("GET", "/health"), ("GET", "/metrics")]
+              ("POST", "/tokenize"), ("POST", "/detokenize"), ("GET", "/health"), ("GET", "/metrics"),
+              ("POST", "/glassbox/token"), ("POST", "/glassbox/fork"), ("GET", "/glassbox/engine")]
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
 
 
