@@ -19,6 +19,8 @@ from lucid.engine.scheduler import Scheduler, SchedulerOutput
 from lucid.engine.sequence import Sequence
 from lucid.errors import ContextLengthError, SamplingParamsError
 from lucid.sampling_params import SamplingParams
+from lucid.structured.backend import GrammarCompiler
+from lucid.structured.decoder import StructuredDecoder
 from lucid.threads import configure_threads
 
 log = logging.getLogger("lucid.engine")
@@ -45,6 +47,8 @@ class LLMEngine:
         self.eos_ids = sorted(set(tokenizer.eos_token_ids) | set(model_config.eos_token_ids)
                               | set(_as_list(self.generation_config.get("eos_token_id"))))
         self.num_steps = 0
+        self.grammars = GrammarCompiler(tokenizer, model_config.vocab_size)   # constrained decoding (lazy)
+        self.runner.structured = StructuredDecoder(self.grammars, self.eos_ids)
 
     @classmethod
     def from_pretrained(cls, model: str | None = None, dtype: str = "bfloat16", device: str = "cpu",
@@ -74,6 +78,8 @@ class LLMEngine:
         if bad:
             raise SamplingParamsError(f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab})",
                                       param="prompt")
+        if params.structured is not None:
+            self.grammars.compile(params.structured)  # a bad schema or grammar fails here, as a 400 (cached)
         limit = min(self.engine_config.max_model_len, self.blocks.num_blocks * self.blocks.block_size)
         max_tokens = params.max_tokens if params.max_tokens is not None else limit - len(prompt_token_ids)
         if len(prompt_token_ids) + max(max_tokens, 1) > limit:
