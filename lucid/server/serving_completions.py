@@ -34,6 +34,7 @@ from lucid.server.request_params import (
     resolve_max_tokens,
 )
 from lucid.server.state import ServerState
+from lucid.server.structured_request import compile_constraint, legacy_guided, structured_outputs_spec
 
 if TYPE_CHECKING:
     from lucid.engine.async_engine import AsyncEngine
@@ -75,6 +76,9 @@ async def create_completion(request: Request, state: ServerState) -> Response:
                                                                        len(ids), limit, "prompt"),
                                     logprobs=req.logprobs, vocab_size=engine.model_config.vocab_size)
               for ids in prompts]
+    spec = await compile_constraint(engine, structured_outputs_spec(req.structured_outputs or legacy_guided(req)))
+    for p in params:
+        p.structured = spec
     request_id = f"cmpl-{uuid.uuid4().hex}"
     gens = [generate(state, engine, ids, p, f"{request_id}-{i}")
             for i, (ids, p) in enumerate(zip(prompts, params, strict=True))]
