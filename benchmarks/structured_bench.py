@@ -39,7 +39,7 @@ PROMPT = [{"role": "user", "content": "List the employees of a small company as 
 def compile_times(llm: LLM, repeats: int = 5) -> tuple[float, float]:
     """Median first-compile ms of the weather schema (a fresh title each time: no cache) and a cache hit's ms."""
     compiler = GrammarCompiler(llm.tokenizer, llm.config.vocab_size)
-    compiler.ll_tokenizer  # built once per engine, not per schema
+    assert compiler.ll_tokenizer is not None  # built once per engine, not per schema
     firsts = []
     for i in range(repeats):
         spec = GrammarSpec.json_schema({**WEATHER, "title": f"weather {i}"})
