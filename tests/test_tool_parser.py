@@ -105,3 +105,49 @@ def test_what_is_not_a_call_stays_content(text):
 def test_whitespace_only_content_is_none_and_text_is_kept_verbatim():
     assert whole("\n\n  \n") == (None, [])
     assert every_split_agrees("Hello,\n  world  ") == ("Hello,\n  world", [])
+
+
+NAMES = {"get_weather", "get_time"}
+
+
+def every_split_agrees_with(names: set[str], text: str):
+    expected = parse_tool_calls(text, names)
+    expected = (expected[0], [(c.name, c.arguments) for c in expected[1]])
+    for cut in range(len(text) + 1):
+        parser = HermesToolParser(names)
+        events = parser.feed(text[:cut]) + parser.feed(text[cut:]) + parser.finish()
+        content = "".join(e.text for e in events if e.kind == "content") or None
+        calls: list[list[str]] = []
+        for e in events:
+            if e.kind == "call":
+                calls.append([e.name, ""])
+            elif e.kind == "arguments":
+                calls[e.index][1] += e.text
+        assert (content, [(n, a or "{}") for n, a in calls]) == expected, cut
+    return expected
+
+
+def test_bare_call_objects_of_small_models_are_calls():
+    """Qwen2.5-Coder-0.5B answers with the call object alone, or in a ```json fence, one per line when several."""
+    _, calls = every_split_agrees_with(NAMES, "  " + WEATHER)
+    assert calls == [("get_weather", '{"city": "Paris", "unit": "celsius"}')]
+    _, calls = every_split_agrees_with(NAMES, "```json\n" + WEATHER + "\n```")
+    assert calls == [("get_weather", '{"city": "Paris", "unit": "celsius"}')]
+    two = WEATHER + '\n{"name": "get_time", "arguments": {"tz": "UTC"}}'
+    content, calls = every_split_agrees_with(NAMES, two)
+    assert content is None and [n for n, _ in calls] == ["get_weather", "get_time"]
+
+
+@pytest.mark.parametrize("text", [
+    '{"name": "Ada", "arguments": {"x": 1}}',                   # not one of the tools: a JSON answer
+    '{"city": "Paris"}',                                        # no name at all
+    'The call would be {"name": "get_weather", "arguments": {}}',  # not at the start: prose
+    "```python\nprint(1)\n```",                                 # another code block
+])
+def test_bare_objects_that_are_not_calls_stay_content(text):
+    content, calls = every_split_agrees_with(NAMES, text)
+    assert calls == [] and content == text
+
+
+def test_without_tool_names_bare_objects_are_never_calls():
+    assert whole(WEATHER) == (WEATHER, [])

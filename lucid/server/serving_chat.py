@@ -98,7 +98,7 @@ class _Chat:
             check_finished(c)
             message, called = {"role": "assistant", "content": c.text, "tool_calls": []}, False
             if self.tools.active:
-                message, called = tool_message(c.text, self.tools.parallel)
+                message, called = tool_message(c.text, self.tools.names, self.tools.parallel)
             choices.append({
                 "index": c.index,
                 "message": message,
@@ -125,7 +125,8 @@ class _Chat:
                 yield self._chunk([{"index": c.index, "delta": {"role": "assistant", "content": ""},
                                     "logprobs": None, "finish_reason": None}], include_usage)
             completion_tokens = [0] * len(first.outputs)
-            calls = {c.index: ToolCallDeltas(self.tools.parallel) for c in first.outputs} if self.tools.active else {}
+            calls = ({c.index: ToolCallDeltas(self.tools.names, self.tools.parallel) for c in first.outputs}
+                     if self.tools.active else {})
             reported: set[int] = set()  # choices whose finish_reason was sent: the engine may repeat them
             out = first
             while True:

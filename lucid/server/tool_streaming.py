@@ -13,9 +13,9 @@ def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-def tool_message(text: str, parallel: bool = True) -> tuple[dict[str, Any], bool]:
+def tool_message(text: str, tool_names: set[str], parallel: bool = True) -> tuple[dict[str, Any], bool]:
     """The assistant message for a whole answer, and whether it holds calls."""
-    content, calls = parse_tool_calls(text)
+    content, calls = parse_tool_calls(text, tool_names)
     if not parallel:
         calls = calls[:1]
     tool_calls = [{"id": new_call_id(), "type": "function",
@@ -26,8 +26,8 @@ def tool_message(text: str, parallel: bool = True) -> tuple[dict[str, Any], bool
 class ToolCallDeltas:
     """One streamed choice: feed it each text delta, get the `delta` objects to send (possibly none)."""
 
-    def __init__(self, parallel: bool = True) -> None:
-        self._parser = HermesToolParser()
+    def __init__(self, tool_names: set[str], parallel: bool = True) -> None:
+        self._parser = HermesToolParser(tool_names)
         self._parallel = parallel
         self.num_calls = 0
 

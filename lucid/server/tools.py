@@ -26,6 +26,10 @@ class ChatTools:
         """Whether the model sees the tools and its output is parsed for calls."""
         return bool(self.tools) and self.mode != "none"
 
+    @property
+    def names(self) -> set[str]:
+        return {t["function"]["name"] for t in self.tools}
+
     def template_tools(self) -> list[dict[str, Any]] | None:
         return self.tools if self.active else None
 

@@ -11,6 +11,10 @@ non-streamed answer is the same parser fed the whole text, so streamed fragments
 The call's JSON is scanned character by character (strings and escapes tracked), so a `</tool_call>` or a brace
 inside a string argument is just text. A `<tool_call>` not followed by a JSON object, or an object without a
 string "name", is given back as content. Whitespace around the calls is not content.
+
+Small models (Qwen2.5-Coder-0.5B among them) often leave the tags out and answer with the bare call object, or with
+it in a ```json fence. An answer that *starts* with such an object (after a call, the next one too) is a call as
+well, but only when its name is one of the request's tools: otherwise it is content, as any JSON answer is.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import json
 from dataclasses import dataclass
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
+FENCES = ("```json\n", "```\n")   # a bare call in a Markdown code block
+FENCE_CLOSE = "```"
 
 
 @dataclass
@@ -149,10 +155,15 @@ class _CallScanner:
 class HermesToolParser:
     """Streaming parser of <tool_call> blocks. feed() and finish() return ToolEvents."""
 
-    def __init__(self) -> None:
+    def __init__(self, tool_names: set[str] | None = None) -> None:
+        self._names = tool_names            # a bare (untagged) call must name one of these
         self._buffer = ""                   # text-mode characters held back (a possible start of OPEN)
         self._pending_space = ""            # whitespace held until text follows it
+        self._bare_ok = tool_names is not None  # nothing but whitespace (and calls) so far: a bare call may start
         self._call: _CallScanner | None = None
+        self._opener = OPEN                 # the current call's opening text (given back if it is no call)
+        self._closer = CLOSE                # what ends it ("" for a bare object)
+        self._bare = False
         self._started = False               # the current call's "call" event was sent
         self._sent_args = 0                 # characters of its arguments sent
         self.num_calls = 0
@@ -176,7 +187,7 @@ class HermesToolParser:
                 self._start_and_stream(events)
                 self._end_call()
             else:
-                self._content(events, OPEN + self._call.text, final=True)
+                self._content(events, self._opener + self._call.text, final=True)
                 self._call = None
         if self._buffer:
             self._content(events, self._buffer, final=True)
@@ -185,22 +196,56 @@ class HermesToolParser:
 
     # ---- text outside calls ----------------------------------------------------------------------------------
     def _text_mode(self, events: list[ToolEvent]) -> bool:
+        if self._bare_ok:
+            started = self._bare_start()
+            if started is None:
+                return False          # too little text yet to tell
+            if started:
+                return True
         at = self._buffer.find(OPEN)
         if at >= 0:
             self._content(events, self._buffer[:at])
             self._buffer = self._buffer[at + len(OPEN):]
-            self._call, self._started, self._sent_args = _CallScanner(), False, 0
+            self._begin(OPEN, CLOSE, bare=False)
             return True
         keep = _partial_suffix(self._buffer, OPEN)
         self._content(events, self._buffer[:len(self._buffer) - keep])
         self._buffer = self._buffer[len(self._buffer) - keep:]
         return False
 
+    def _bare_start(self) -> bool | None:
+        """At a point where a bare call may start: True if one starts, False if not, None to wait for more."""
+        head = self._buffer.lstrip()
+        if not head:
+            return None
+        if head.startswith("{"):
+            self._buffer = head
+            self._begin("", "", bare=True)
+            return True
+        for fence in FENCES:
+            if fence.startswith(head):
+                return None
+            if head.startswith(fence):
+                rest = head[len(fence):].lstrip()
+                if not rest:
+                    return None
+                if rest.startswith("{"):
+                    self._buffer = rest
+                    self._begin(head[:len(head) - len(rest)], FENCE_CLOSE, bare=True)
+                    return True
+        self._bare_ok = False
+        return False
+
+    def _begin(self, opener: str, closer: str, bare: bool) -> None:
+        self._call, self._started, self._sent_args = _CallScanner(), False, 0
+        self._opener, self._closer, self._bare = opener, closer, bare
+
     def _content(self, events: list[ToolEvent], text: str, final: bool = False) -> None:
         text = self._pending_space + text
         body = text.rstrip()
         self._pending_space = "" if final else text[len(body):]
         if body.strip():
+            self._bare_ok = False
             if events and events[-1].kind == "content":
                 events[-1].text += body
             else:
@@ -216,8 +261,13 @@ class HermesToolParser:
         self._buffer = ""
         if call.invalid:  # not a call after all: the tag is text, and what follows is scanned again as text
             self._call = None
-            self._content(events, OPEN)
+            self._content(events, self._opener)
             self._buffer = call.text
+            return True
+        if call.name is not None and self._bare and not self._started and call.name not in (self._names or ()):
+            self._call = None  # a JSON answer that is no call of ours: content, all of it
+            self._content(events, self._opener + call.text)
+            self._bare_ok = False
             return True
         if call.name is not None:
             self._start_and_stream(events)
@@ -225,15 +275,18 @@ class HermesToolParser:
             return False
         rest = call.text[call.closed_at:]
         stripped = rest.lstrip()
-        if len(stripped) < len(CLOSE) and CLOSE.startswith(stripped):
+        if self._closer and len(stripped) < len(self._closer) and self._closer.startswith(stripped):
             return False  # wait for the closing tag (or the end)
         if call.name is None:  # a JSON object, but not a call: content
-            self._content(events, OPEN + call.text[:call.closed_at])
+            self._content(events, self._opener + call.text[:call.closed_at])
             self._call = None
+            self._bare_ok = False
             self._buffer = rest
             return True
         self._end_call()
-        self._buffer = stripped[len(CLOSE):] if stripped.startswith(CLOSE) else rest
+        closed = self._closer and stripped.startswith(self._closer)
+        self._buffer = stripped[len(self._closer):] if closed else rest
+        self._bare_ok = self._bare_ok or self._bare   # after a bare call, another may follow
         return True
 
     def _start_and_stream(self, events: list[ToolEvent]) -> None:
@@ -262,9 +315,9 @@ def _partial_suffix(text: str, tag: str) -> int:
     return 0
 
 
-def parse_tool_calls(text: str) -> tuple[str | None, list[ParsedCall]]:
+def parse_tool_calls(text: str, tool_names: set[str] | None = None) -> tuple[str | None, list[ParsedCall]]:
     """A whole answer -> (content outside the calls or None, the calls). The streaming parser, fed at once."""
-    parser = HermesToolParser()
+    parser = HermesToolParser(tool_names)
     events = parser.feed(text) + parser.finish()
     content = "".join(e.text for e in events if e.kind == "content")
     calls: list[ParsedCall] = []
