@@ -111,3 +111,10 @@ def test_trace_records_the_allowed_tokens_per_step(tiny_llm):
         decoder.record_allowed = False
     vocab = tiny_llm.engine.model_config.vocab_size
     assert counts and 1 <= counts[0] < vocab and counts[-1] >= 1
+
+
+def test_properties_come_in_the_schema_order(tiny_llm):
+    schema = {"type": "object", "properties": {"zeta": {"type": "boolean"}, "alpha": {"type": "boolean"}},
+              "required": ["zeta", "alpha"], "additionalProperties": False}
+    [text] = _texts(tiny_llm, GrammarSpec.json_schema(schema))
+    assert list(json.loads(text)) == ["zeta", "alpha"]

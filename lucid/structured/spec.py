@@ -18,9 +18,10 @@ class StructuredOutputError(SamplingParamsError):
 
 @dataclass(frozen=True)
 class GrammarSpec:
-    """One constraint, in a canonical text form so that equal constraints share one compiled grammar.
+    """One constraint, as text, so that equal constraints share one compiled grammar (a schema keeps its key order:
+    properties are generated in the order the schema lists them).
 
-    kind: "json" (source: a JSON schema, canonical JSON), "regex", "choice" (source: a JSON list of strings),
+    kind: "json" (source: a JSON schema as JSON text), "regex", "choice" (source: a JSON list of strings),
     "grammar" (EBNF/GBNF as llama.cpp writes it, or Lark) or "lark" (lucid's own tool-call grammars).
     `param` names the request field it came from, for error messages.
     """
@@ -36,7 +37,7 @@ class GrammarSpec:
         if not isinstance(schema, dict):
             raise StructuredOutputError(f"{param}: the JSON schema must be an object, got {type(schema).__name__}",
                                         param=param)
-        return GrammarSpec("json", _bounded(json.dumps(schema, sort_keys=True, ensure_ascii=False), param), param)
+        return GrammarSpec("json", _bounded(json.dumps(schema, ensure_ascii=False), param), param)
 
     @staticmethod
     def json_object(param: str = "response_format") -> GrammarSpec:

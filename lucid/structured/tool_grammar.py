@@ -22,7 +22,7 @@ def tool_call_grammar(functions: list[dict[str, Any]], parallel: bool, param: st
     """`functions`: OpenAI function objects ({"name", "parameters"}) the call may pick from."""
     options = [call_schema(f["name"], f.get("parameters")) for f in functions]
     schema = {"x-guidance": JSON_OPTIONS, **(options[0] if len(options) == 1 else {"anyOf": options})}
-    call = f"{json.dumps(OPEN + chr(10))} %json {json.dumps(schema, sort_keys=True)} {json.dumps(chr(10) + CLOSE)}"
+    call = f"{json.dumps(OPEN + chr(10))} %json {json.dumps(schema)} {json.dumps(chr(10) + CLOSE)}"
     start = 'call ("\\n" call)*' if parallel else "call"
     source = f"start: {start}\ncall: {call}\n"
     if len(source) > MAX_SPEC_CHARS:
