@@ -28,6 +28,7 @@ from lucid.server.structured_request import (
 )
 from lucid.server.tool_streaming import ToolCallDeltas, tool_message
 from lucid.server.tools import ChatTools, chat_tools
+from lucid.structured.tool_grammar import tags_are_tokens
 
 if TYPE_CHECKING:
     from lucid.engine.async_engine import AsyncEngine
@@ -56,7 +57,7 @@ async def create_chat_completion(request: Request, state: ServerState) -> Respon
     model = state.check_model(req.model)
     refuse_unsupported_chat(req)
     tools = chat_tools(req)
-    spec = pick_one(tools.grammar(), response_format_spec(req.response_format),
+    spec = pick_one(tools.grammar(tags_are_tokens(engine.tokenizer)), response_format_spec(req.response_format),
                     structured_outputs_spec(req.structured_outputs or legacy_guided(req)))
     prompt_ids = render_prompt(engine, req.messages, req.add_generation_prompt is not False, tools.template_tools())
     requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens

@@ -33,14 +33,16 @@ class ChatTools:
     def template_tools(self) -> list[dict[str, Any]] | None:
         return self.tools if self.active else None
 
-    def grammar(self) -> GrammarSpec | None:
-        """The constraint that forces a call ("required" or a named function), else None."""
+    def grammar(self, tag_tokens: bool) -> GrammarSpec | None:
+        """The constraint that forces a call ("required" or a named function), else None. `tag_tokens`: whether
+        the model's vocabulary has the call tags as tokens (lucid.structured.tool_grammar.tags_are_tokens)."""
         if not self.active or self.mode == "auto":
             return None
         functions = [t["function"] for t in self.tools]
         if self.mode == "named":
             functions = [f for f in functions if f["name"] == self.named]
-        return tool_call_grammar(functions, self.parallel and self.mode == "required", param="tool_choice")
+        return tool_call_grammar(functions, self.parallel and self.mode == "required", tag_tokens,
+                                 param="tool_choice")
 
 
 def chat_tools(req: ChatCompletionRequest) -> ChatTools:
