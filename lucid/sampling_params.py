@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lucid.errors import SamplingParamsError
+from lucid.structured.spec import GrammarSpec
 
 MAX_N = 16
 MAX_STOP_STRINGS = 16
@@ -40,6 +41,7 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None         # None: no logprobs; k: the chosen token's and k alternatives
     skip_special_tokens: bool = True
+    structured: GrammarSpec | None = None   # constrained decoding: JSON schema, regex, choice or grammar
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

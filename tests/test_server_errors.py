@@ -80,9 +80,11 @@ BAD_CHAT = [
     ({"logit_bias": {"99999999": 1}}, "logit_bias"),
     ({"logit_bias": {"word": 1}}, "logit_bias"),
     ({"stop_token_ids": [-1]}, "stop_token_ids"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-    ({"tool_choice": "required"}, "tool_choice"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"tools": [{"type": "function", "function": {"description": "no name"}}]}, "tools"),
+    ({"tool_choice": "required"}, "tool_choice"),           # no tools to call
+    ({"response_format": {"type": "yaml"}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "strnig"}}}}, "response_format"),
+    ({"structured_outputs": {"regex": "(unclosed"}}, "structured_outputs"),
 ]
 
 

@@ -22,6 +22,8 @@ from lucid.engine.sequence import Sequence
 from lucid.engine.speculative import Speculator
 from lucid.errors import ContextLengthError, SamplingParamsError
 from lucid.sampling_params import SamplingParams
+from lucid.structured.backend import GrammarCompiler
+from lucid.structured.decoder import StructuredDecoder
 from lucid.threads import configure_threads
 
 log = logging.getLogger("lucid.engine")
@@ -52,6 +54,8 @@ class LLMEngine:
         self.num_steps = 0
         self.recorder = StepRecorder()   # records steps only while the engine view watches
         self.source_path: Path | None = None  # the checkpoint it was loaded from (set by from_pretrained)
+        self.grammars = GrammarCompiler(tokenizer, model_config.vocab_size)   # constrained decoding (lazy)
+        self.runner.structured = StructuredDecoder(self.grammars, self.eos_ids)
 
     @classmethod
     def from_pretrained(cls, model: str | None = None, dtype: str = "bfloat16", device: str = "cpu",
@@ -82,6 +86,8 @@ class LLMEngine:
         if bad:
             raise SamplingParamsError(f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab})",
                                       param="prompt")
+        if params.structured is not None:
+            self.grammars.compile(params.structured)  # a bad schema or grammar fails here, as a 400 (cached)
         limit = min(self.engine_config.max_model_len, self.blocks.num_blocks * self.blocks.block_size)
         max_tokens = params.max_tokens if params.max_tokens is not None else limit - len(prompt_token_ids)
         if len(prompt_token_ids) + max(max_tokens, 1) > limit:

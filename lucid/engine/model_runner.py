@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -16,6 +17,9 @@ from lucid.kernels.fused import build_fused_decoder
 from lucid.layers.attention_metadata import AttentionMetadata, PrefillChunk
 from lucid.layers.sampler import SamplingTensors, sample
 from lucid.models.base import CausalLM
+
+if TYPE_CHECKING:
+    from lucid.structured.decoder import StructuredDecoder
 
 # Prompt chunks take the fused step while the keys their rows read add up to at most this many per step: below
 # it the fused step's chunk attention beats the eager path (PyTorch's flash attention plus per-op overhead), above
@@ -40,6 +44,8 @@ def kv_bytes_per_token(config: ModelConfig, dtype: torch.dtype) -> int:
 
 
 class ModelRunner:
+    structured: StructuredDecoder | None = None   # set by the engine: masks the logits of constrained sequences
+
     def __init__(self, model: CausalLM, config: ModelConfig, engine_config: EngineConfig,
                  device: torch.device, dtype: torch.dtype) -> None:
         self.model = model
@@ -232,6 +238,8 @@ class ModelRunner:
         finite = torch.isfinite(logits.amax(dim=-1)).tolist()  # a NaN or +inf anywhere in a row shows in its max
         if not all(finite):  # rare: zero the broken rows so they cannot poison the batch (and skip a copy if not)
             logits[~torch.tensor(finite, device=logits.device)] = 0.0
+        if self.structured is not None:
+            self.structured.mask_logits(sampling, logits)               # grammar-forbidden tokens -> -inf
         next_ids = sample(logits, tensors)
         results = self._gather_results(sampling, logits, next_ids, tensors.num_top_logprobs)
         for seq, ok in zip(sampling, finite):
@@ -286,3 +294,5 @@ class ModelRunner:
 
     def forget(self, seq: Sequence) -> None:
         self.generators.pop(seq.seq_id, None)
+        if self.structured is not None:
+            self.structured.forget(seq)

@@ -139,6 +139,8 @@ class Speculator:
         if self.step < state.paused_until:
             return []
         params = seq.params
+        if params.structured is not None:
+            return []  # a draft row would need its own grammar state for its mask; constrained rows decode one by one
         room = params.max_tokens - seq.num_output_tokens - 1 if params.max_tokens is not None else limit
         k = min(self.config.num_speculative_tokens, limit, room)
         if k <= 0:

@@ -38,6 +38,12 @@ def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system", default=None, help="system prompt (default: the chat template's)")
     parser.add_argument("--raw", action="store_true", help="no chat template: continue the text as given")
     parser.add_argument("--show", type=int, default=5, help="candidates shown per step (default 5)")
+    constraint = parser.add_mutually_exclusive_group()
+    constraint.add_argument("--json-schema", default=None, metavar="SCHEMA",
+                            help="constrain the output to this JSON schema (JSON text, or @file.json); "
+                                 "each step then shows how many tokens the grammar allowed")
+    constraint.add_argument("--regex", default=None, help="constrain the output to this regular expression")
+    constraint.add_argument("--choice", action="append", default=None, help="constrain to one of these (repeat)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--lens", action="store_true",
                         help="each step's logit lens: the top tokens after the embedding and after every layer")
@@ -88,6 +94,23 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _constraint(args: argparse.Namespace) -> Any:
+    """The GrammarSpec of --json-schema / --regex / --choice, or None."""
+    from lucid.structured.spec import GrammarSpec
+
+    if args.json_schema:
+        text = args.json_schema
+        if text.startswith("@"):
+            with open(text[1:], encoding="utf-8") as f:
+                text = f.read()
+        return GrammarSpec.json_schema(json.loads(text), param="--json-schema")
+    if args.regex:
+        return GrammarSpec.regex(args.regex, param="--regex")
+    if args.choice:
+        return GrammarSpec.choice(args.choice, param="--choice")
+    return None
+
+
 def run_trace(args: argparse.Namespace) -> int:
     from lucid.inspect.trace import new_trace, prompt_for, run_trace_loop
     from lucid.inspect.trace_render import print_prompt, print_step, print_summary
@@ -104,8 +127,13 @@ def run_trace(args: argparse.Namespace) -> int:
 
         fuse_and_quantize(loaded.model, quantization)
     # Unset knobs take the model's generation_config defaults, exactly as the engine resolves them.
+    try:
+        structured = _constraint(args)
+    except (ValueError, OSError) as exc:
+        print(f"lucid trace: {exc}", file=sys.stderr)
+        return 2
     params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                            max_tokens=args.steps).with_defaults(loaded.generation_config)
+                            max_tokens=args.steps, structured=structured).with_defaults(loaded.generation_config)
     trace = new_trace(loaded.tokenizer, prompt_for(loaded.tokenizer, args.prompt, args.system, args.raw), params,
                       args.steps)
     marker = None
@@ -138,14 +166,20 @@ def run_trace(args: argparse.Namespace) -> int:
             if attention:
                 print_attention(attention, console)
 
-    if args.json:
-        data = run_trace_loop(loaded.model, loaded.tokenizer, trace, params, args.show, on_step=look,
-                              marker=marker).to_dict()
-        _print_json(data | ({"glassbox": looks} if looks else {}))
-        return 0
-    print_prompt(trace, console)
-    run_trace_loop(loaded.model, loaded.tokenizer, trace, params, args.show,
-                   on_step=lambda s: (print_step(s, console), look(s)), marker=marker)
+    from lucid.structured.spec import StructuredOutputError
+
+    try:
+        if args.json:
+            data = run_trace_loop(loaded.model, loaded.tokenizer, trace, params, args.show, on_step=look,
+                                  marker=marker).to_dict()
+            _print_json(data | ({"glassbox": looks} if looks else {}))
+            return 0
+        print_prompt(trace, console)
+        run_trace_loop(loaded.model, loaded.tokenizer, trace, params, args.show,
+                       on_step=lambda s: (print_step(s, console), look(s)), marker=marker)
+    except StructuredOutputError as exc:  # the grammar engine's message: the schema or regex is the user's
+        print(f"lucid trace: {exc}", file=sys.stderr)
+        return 2
     print_summary(trace, console)
     if marker is not None:
         console.print(marker.summary, style="bold cyan")

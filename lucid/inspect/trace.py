@@ -16,6 +16,7 @@ import torch
 
 from lucid.layers import sampler
 from lucid.sampling_params import SamplingParams
+from lucid.structured.trace_mask import GrammarTrace
 
 
 @dataclass
@@ -42,6 +43,8 @@ class TraceStep:
     kept: int              # how many tokens survive temperature / top-k / top-p (sampling can pick any of them)
     draft_id: int | None = None   # with --speculative: the n-gram draft proposed for this position
     drafted: bool = False         # ... and it was kept (this token came from the draft)
+
+    allowed: int | None = None  # with a grammar (--json-schema, --regex, --choice): tokens its mask let through
 
 
 @dataclass
@@ -98,9 +101,11 @@ def trace_steps(model: torch.nn.Module, tokenizer: Any, prompt_ids: list[int], p
     t = sampling_tensors(params, device)
     ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)         # (1, T)
     stop = set(stop_ids if stop_ids is not None else tokenizer.eos_token_ids)
+    grammar = GrammarTrace(tokenizer, model.config.vocab_size, prompt_ids, params) if params.structured else None
     for index in range(steps):
         started = time.perf_counter()
         logits = model(ids)[:, -1, :]                                          # (1, V) float32, last position
+        allowed = grammar.mask(logits) if grammar else None                    # the engine's own mask, in place
         next_id = int(sampler.sample(logits, t)[0])
         raw, drawn = step_distribution(logits, t)
         seconds = time.perf_counter() - started
@@ -109,7 +114,10 @@ def trace_steps(model: torch.nn.Module, tokenizer: Any, prompt_ids: list[int], p
                                 float(drawn[0, i])) for p, i in zip(top.values, top.indices, strict=True)]
         yield TraceStep(index=index, candidates=candidates, chosen_id=next_id,
                         chosen_text=tokenizer.token_text(next_id), chosen_logit=float(logits[0, next_id]),
-                        chosen_prob=float(raw[0, next_id]), seconds=seconds, kept=int((drawn[0] > 0).sum()))
+                        chosen_prob=float(raw[0, next_id]), seconds=seconds, kept=int((drawn[0] > 0).sum()),
+                        allowed=allowed)
+        if grammar:
+            grammar.accept(next_id)
         ids = torch.cat([ids, torch.tensor([[next_id]], device=device)], dim=1)  # (1, T + 1): feed it back in
         if next_id in stop:
             return

@@ -47,6 +47,8 @@ def print_step(step: TraceStep, console: Console) -> None:
         f" (outside the top {len(step.candidates)}: logit {step.chosen_logit:.3f}, p {step.chosen_prob:.4f})"
     how = "greedy: the argmax" if step.kept == 1 and step.candidates[0].sampled_prob == 1.0 and \
         step.candidates[0].token_id == step.chosen_id else f"drawn from {step.kept:,} kept tokens"
+    if step.allowed is not None:
+        how = f"grammar allowed {step.allowed:,} tokens; {how}"
     console.print(Text("→ chose ") + Text(f"{step.chosen_id} {step.chosen_text!r}", style="bold green")
                   + Text(f"{outside}   {how}   {step.seconds * 1000:.0f} ms", style="dim"))
     if step.draft_id is not None:

@@ -90,10 +90,25 @@ class ChatMessage(_Request):
         """The plain dict a chat template expects; 'developer' is OpenAI's newer name for 'system'."""
         message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role,
                                    "content": self.text()}
-        for key in ("name", "tool_calls", "tool_call_id"):
+        for key in ("name", "tool_call_id"):
             if getattr(self, key) is not None:
                 message[key] = getattr(self, key)
+        if self.tool_calls is not None:
+            message["tool_calls"] = [_call_for_template(call) for call in self.tool_calls]
         return message
+
+
+def _call_for_template(call: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI sends a call's arguments as a JSON string; templates write them with `tojson`, as the object they
+    stand for (as transformers users pass them), so the string is parsed back when it is valid JSON."""
+    function = call.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
+        return call
+    try:
+        arguments = json.loads(function["arguments"])
+    except ValueError:
+        return call
+    return {**call, "function": {**function, "arguments": arguments}}
 
 
 class StreamOptions(_Request):
@@ -123,6 +138,13 @@ class SamplingFields(_Request):
     ignore_eos: StrictBool | None = False
     min_tokens: StrictInt | None = documented(minimum=0)
     skip_special_tokens: StrictBool | None = True
+    # vLLM's constrained decoding: {"json": schema} | {"regex": str} | {"choice": [str]} | {"grammar": EBNF/Lark},
+    # and its older top-level spellings of the same.
+    structured_outputs: dict[str, Any] | None = None
+    guided_json: Any = None
+    guided_regex: StrictStr | None = None
+    guided_choice: list[StrictStr] | None = None
+    guided_grammar: StrictStr | None = None
 
     @field_validator("logit_bias")
     @classmethod
@@ -143,10 +165,12 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: StrictBool | None = False
     top_logprobs: StrictInt | None = documented(minimum=0, maximum=MAX_TOP_LOGPROBS)
     add_generation_prompt: StrictBool | None = True
-    # Accepted only to refuse them clearly: dropping them silently would mislead the client.
-    tools: list[Any] | None = None
+    # Tools and JSON output (checked in detail by lucid.server.tools and lucid.server.structured_request).
+    tools: list[Any] | None = documented(maxItems=128)
     tool_choice: Any = None
-    functions: list[Any] | None = None
+    parallel_tool_calls: StrictBool | None = None
+    functions: list[Any] | None = documented(maxItems=128)    # legacy spelling of tools
+    function_call: Any = None                                 # legacy spelling of tool_choice
     response_format: dict[str, Any] | None = None
 
     @field_validator("messages")

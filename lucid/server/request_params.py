@@ -67,14 +67,5 @@ def build_sampling_params(req: SamplingFields, *, max_tokens: int, logprobs: int
 
 def refuse_unsupported_chat(req: ChatCompletionRequest) -> None:
     """Fields lucid cannot honour yet, and whose silent loss would mislead the client, are a clear 400."""
-    if req.tools:
-        raise bad_request("'tools' (function calling) is not supported yet.", param="tools")
-    if req.functions:
-        raise bad_request("'functions' (function calling) is not supported yet.", param="functions")
-    if req.tool_choice not in (None, "none"):
-        raise bad_request("'tool_choice' is not supported yet (no tools can be given).", param="tool_choice")
-    if req.response_format is not None and req.response_format.get("type", "text") != "text":
-        raise bad_request(f"response_format of type {req.response_format.get('type')!r} is not supported yet; "
-                          "only 'text' is.", param="response_format")
     if req.top_logprobs and not req.logprobs:
         raise bad_request("top_logprobs needs logprobs set to true.", param="top_logprobs")

@@ -19,16 +19,28 @@ from lucid.server.logprobs import chat_logprobs
 from lucid.server.protocol import ChatCompletionRequest, ChatMessage, parse_request
 from lucid.server.request_params import build_sampling_params, refuse_unsupported_chat, resolve_max_tokens
 from lucid.server.state import ServerState
+from lucid.server.structured_request import (
+    compile_constraint,
+    legacy_guided,
+    pick_one,
+    response_format_spec,
+    structured_outputs_spec,
+)
+from lucid.server.tool_streaming import ToolCallDeltas, tool_message
+from lucid.server.tools import ChatTools, chat_tools
+from lucid.structured.tool_grammar import tags_are_tokens
 
 if TYPE_CHECKING:
     from lucid.engine.async_engine import AsyncEngine
 
 
-def render_prompt(engine: AsyncEngine, messages: list[ChatMessage], add_generation_prompt: bool) -> list[int]:
-    """The token ids of the conversation as the model's chat template writes it; template errors are the client's."""
+def render_prompt(engine: AsyncEngine, messages: list[ChatMessage], add_generation_prompt: bool,
+                  tools: list[dict[str, Any]] | None = None) -> list[int]:
+    """The token ids of the conversation as the model's chat template writes it (with the tools, through the
+    template's `tools` variable, as transformers passes them); template errors are the client's."""
     try:
         text = engine.tokenizer.apply_chat_template([m.for_template() for m in messages],
-                                                    add_generation_prompt=add_generation_prompt)
+                                                    add_generation_prompt=add_generation_prompt, tools=tools)
     except (ValueError, jinja2.TemplateError) as exc:
         raise bad_request(f"The chat template rejected these messages: {exc}", param="messages") from None
     return engine.tokenizer.encode(text)
@@ -45,16 +57,20 @@ async def create_chat_completion(request: Request, state: ServerState) -> Respon
     engine = state.require_engine()
     model = state.check_model(req.model)
     refuse_unsupported_chat(req)
-    prompt_ids = render_prompt(engine, req.messages, req.add_generation_prompt is not False)
+    tools = chat_tools(req)
+    spec = pick_one(tools.grammar(tags_are_tokens(engine.tokenizer)), response_format_spec(req.response_format),
+                    structured_outputs_spec(req.structured_outputs or legacy_guided(req)))
+    prompt_ids = render_prompt(engine, req.messages, req.add_generation_prompt is not False, tools.template_tools())
     requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     max_tokens = resolve_max_tokens(requested, None, len(prompt_ids), max_model_len(engine))
     top_k = req.top_logprobs or 0
     params = build_sampling_params(req, max_tokens=max_tokens, logprobs=top_k if req.logprobs else None,
                                    vocab_size=engine.model_config.vocab_size, logprobs_param="top_logprobs")
+    params.structured = await compile_constraint(engine, spec)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     gen = generate(state, engine, prompt_ids, params, request_id)
     [first] = await start_all(request, [gen])
-    chat = _Chat(engine, request_id, model, int(time.time()), top_k if req.logprobs else None)
+    chat = _Chat(engine, request_id, model, int(time.time()), top_k if req.logprobs else None, tools)
     if req.stream:
         return sse.event_stream(chat.stream(first, gen, req.include_usage))
     [(final, logprobs)] = await until_disconnect(request, collect_all([first], [gen]))
@@ -64,8 +80,10 @@ async def create_chat_completion(request: Request, state: ServerState) -> Respon
 class _Chat:
     """Builds the response objects of one chat request."""
 
-    def __init__(self, engine: AsyncEngine, request_id: str, model: str, created: int, top_k: int | None) -> None:
+    def __init__(self, engine: AsyncEngine, request_id: str, model: str, created: int, top_k: int | None,
+                 tools: ChatTools) -> None:
         self.engine = engine
+        self.tools = tools
         self.id = request_id
         self.model = model
         self.created = created
@@ -80,11 +98,14 @@ class _Chat:
         choices = []
         for c in final.outputs:
             check_finished(c)
+            message, called = {"role": "assistant", "content": c.text, "tool_calls": []}, False
+            if self.tools.active:
+                message, called = tool_message(c.text, self.tools.names, self.tools.parallel)
             choices.append({
                 "index": c.index,
-                "message": {"role": "assistant", "content": c.text, "tool_calls": []},
+                "message": message,
                 "logprobs": self._logprobs(logprobs[c.index]),
-                "finish_reason": c.finish_reason,
+                "finish_reason": "tool_calls" if called and c.finish_reason == "stop" else c.finish_reason,
                 "stop_reason": c.stop_reason,
             })
         completion_tokens = sum(len(c.token_ids) for c in final.outputs)
@@ -107,6 +128,8 @@ class _Chat:
                 yield self._chunk([{"index": c.index, "delta": {"role": "assistant", "content": ""},
                                     "logprobs": None, "finish_reason": None}], include_usage)
             completion_tokens = [0] * len(first.outputs)
+            calls = ({c.index: ToolCallDeltas(self.tools.names, self.tools.parallel) for c in first.outputs}
+                     if self.tools.active else {})
             reported: set[int] = set()  # choices whose finish_reason was sent: the engine may repeat them
             out = first
             while True:
@@ -117,14 +140,26 @@ class _Chat:
                     completion_tokens[c.index] = len(c.token_ids)
                     if not (c.delta_text or c.delta_logprobs or c.finish_reason):
                         continue  # e.g. half a UTF-8 character or a possible stop string, held back
-                    choice: dict[str, Any] = {"index": c.index,
-                                              "delta": {"content": c.delta_text} if c.delta_text else {},
-                                              "logprobs": self._logprobs(c.delta_logprobs),
-                                              "finish_reason": c.finish_reason}
-                    if c.finish_reason:
-                        choice["stop_reason"] = c.stop_reason
-                        reported.add(c.index)
-                    yield self._chunk([choice], include_usage)
+                    deltas = [{"content": c.delta_text} if c.delta_text else {}]
+                    finish_reason = c.finish_reason
+                    if c.index in calls:  # tool markup never reaches `content`: the parser splits it out
+                        parser = calls[c.index]
+                        deltas = parser.feed(c.delta_text, bool(c.finish_reason)) or [{}]
+                        if parser.num_calls and finish_reason == "stop":
+                            finish_reason = "tool_calls"
+                    for k, delta in enumerate(deltas):
+                        last = k == len(deltas) - 1
+                        if not (delta or last):
+                            continue
+                        choice: dict[str, Any] = {"index": c.index, "delta": delta,
+                                                  "logprobs": self._logprobs(c.delta_logprobs) if last else None,
+                                                  "finish_reason": finish_reason if last else None}
+                        if last and c.finish_reason:
+                            choice["stop_reason"] = c.stop_reason
+                            reported.add(c.index)
+                        if last and not (delta or choice["logprobs"] or finish_reason):
+                            continue
+                        yield self._chunk([choice], include_usage)
                 if out.finished:
                     break
                 try:

@@ -35,6 +35,7 @@ from lucid.server.request_params import (
     resolve_max_tokens,
 )
 from lucid.server.state import ServerState
+from lucid.server.structured_request import compile_constraint, legacy_guided, structured_outputs_spec
 
 if TYPE_CHECKING:
     from lucid.engine.async_engine import AsyncEngine
@@ -82,6 +83,9 @@ async def create_completion(request: Request, state: ServerState) -> Response:
               for ids in prompts]
     for ids, p in zip(prompts, params, strict=True):
         p.stop_token_ids += [i for i in fim_stop_ids(engine.tokenizer, ids) if i not in p.stop_token_ids]
+    spec = await compile_constraint(engine, structured_outputs_spec(req.structured_outputs or legacy_guided(req)))
+    for p in params:
+        p.structured = spec
     request_id = f"cmpl-{uuid.uuid4().hex}"
     gens = [generate(state, engine, ids, p, f"{request_id}-{i}")
             for i, (ids, p) in enumerate(zip(prompts, params, strict=True))]

@@ -165,7 +165,12 @@
     const md = msg.querySelector(".md");
     const tokensBox = msg.querySelector(".tokens");
     const meta = msg.querySelector(".meta");
-    const answer = { text: "", tokens: [], finish: null, usage: null, firstAt: 0, lastAt: 0, stopped: false };
+    const answer = { text: "", tokens: [], toolCalls: [], finish: null, usage: null, firstAt: 0, lastAt: 0,
+                     stopped: false };
+    const toolsBox = document.createElement("div");
+    toolsBox.className = "tool-calls";
+    toolsBox.hidden = true;
+    md.after(toolsBox);
     lucid.attachPopover(tokensBox, () => answer.tokens);
     tokensBox.appendChild(lucid.tokenLegend());
     const line = document.createElement("div");
@@ -176,7 +181,8 @@
     let pending = false;
     const render = () => {
       pending = false;
-      lucid.renderInto(md, answer.text);
+      if (!lucid.toolCalls.renderJsonAnswer(md, answer.text)) lucid.renderInto(md, answer.text);
+      lucid.toolCalls.render(toolsBox, answer.toolCalls);
       lucid.appendTokens(line, answer.tokens, shownTokens);
       shownTokens = answer.tokens.length;
       scrollToEnd(false);
@@ -202,6 +208,10 @@
           const delta = choice.delta || {};
           if (delta.content) {
             answer.text += delta.content;
+            answer.firstAt = answer.firstAt || performance.now();
+          }
+          if (delta.tool_calls) {
+            lucid.toolCalls.merge(answer.toolCalls, delta.tool_calls);
             answer.firstAt = answer.firstAt || performance.now();
           }
           if (choice.logprobs && choice.logprobs.content) answer.tokens.push(...choice.logprobs.content);

@@ -1,0 +1,90 @@
+"""The model runner's side of constrained decoding: one matcher per constrained sequence, and for each step one
+bitmask for all the batch's constrained rows (computed in parallel by the grammar engine), applied to the logits
+as -inf before any sampling rule runs.
+
+A matcher follows its sequence lazily: before each mask it consumes the output tokens it has not seen yet. So it
+stays right whatever happened in between: a preempted sequence keeps its tokens (only its KV is recomputed) and
+an aborted or finished one is forgotten. A token the grammar refuses (it can only come from outside the mask, e.g.
+a stop token id) leaves the matcher in its error state, and the row is then allowed to end only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import llguidance
+import llguidance.torch as llg_torch
+import torch
+
+from lucid.engine.sequence import Sequence
+from lucid.structured.backend import GrammarCompiler
+
+
+@dataclass
+class _SequenceMatcher:
+    matcher: llguidance.LLMatcher
+    consumed: int = 0                                   # output tokens fed to the matcher so far
+    allowed_counts: list[int] = field(default_factory=list)  # tokens allowed at each step (only when recording)
+
+
+class StructuredDecoder:
+    """Masks the logits of the sequences whose SamplingParams carry a GrammarSpec."""
+
+    def __init__(self, compiler: GrammarCompiler, eos_ids: list[int]) -> None:
+        self.compiler = compiler
+        self.eos_ids = list(eos_ids)
+        self.vocab_size = compiler.vocab_size
+        self.record_allowed = False          # `lucid trace` turns it on to show the mask of each step
+        self._matchers: dict[int, _SequenceMatcher] = {}
+        self._executor: llguidance.LLExecutor | None = None
+        self._shifts = torch.arange(32, dtype=torch.int32)   # bit k of each 32-bit word of the bitmask
+
+    def mask_logits(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
+        """Set the logits of tokens the grammar forbids to -inf, in place, for every constrained row at once."""
+        rows = [i for i, s in enumerate(seqs) if s.params.structured is not None]
+        if not rows:
+            return
+        bitmask = llg_torch.allocate_token_bitmask(len(rows), self.vocab_size)     # (R, ceil(V / 32)) int32
+        work, broken = [], []
+        for k, i in enumerate(rows):
+            matcher = self._follow(seqs[i]).matcher
+            (broken if matcher.is_error() else work).append((matcher, k))
+        if work:
+            if self._executor is None:
+                self._executor = llguidance.LLExecutor()
+            llg_torch.fill_next_token_bitmask_par(self._executor, work, bitmask)
+        for _, k in broken:  # a matcher in its error state: let the row end rather than go on blind
+            bitmask[k] = 0
+            for eos in self.eos_ids:
+                bitmask[k, eos // 32] |= torch.tensor(1, dtype=torch.int32) << (eos % 32)
+        allowed = self._unpack(bitmask.to(logits.device))                          # (R, V) bool
+        index = torch.tensor(rows, device=logits.device)
+        logits[index] = logits[index].masked_fill(~allowed, float("-inf"))
+        if self.record_allowed:
+            for i, count in zip(rows, allowed.sum(dim=-1).tolist()):
+                self._matchers[seqs[i].seq_id].allowed_counts.append(count)
+
+    def _unpack(self, bitmask: torch.Tensor) -> torch.Tensor:
+        words = bitmask.shape[1]
+        bits = (bitmask.unsqueeze(-1) >> self._shifts.to(bitmask.device)) & 1    # (R, words, 32)
+        return bits.view(bitmask.shape[0], words * 32)[:, :self.vocab_size].bool()  # (R, V)
+
+    def _follow(self, seq: Sequence) -> _SequenceMatcher:
+        """The sequence's matcher, advanced over the output tokens it has not consumed yet."""
+        state = self._matchers.get(seq.seq_id)
+        if state is None:
+            state = _SequenceMatcher(self.compiler.new_matcher(seq.params.structured))
+            self._matchers[seq.seq_id] = state
+        output = seq.output_token_ids
+        if state.consumed < len(output):
+            state.matcher.consume_tokens(output[state.consumed:])   # False puts it in its error state
+            state.consumed = len(output)
+        return state
+
+    def allowed_counts(self, seq: Sequence) -> list[int]:
+        """Tokens the grammar allowed at each step of this sequence (recorded while `record_allowed` is on)."""
+        state = self._matchers.get(seq.seq_id)
+        return list(state.allowed_counts) if state else []
+
+    def forget(self, seq: Sequence) -> None:
+        self._matchers.pop(seq.seq_id, None)
