@@ -71,7 +71,8 @@ class BlockManager:
     def can_admit(self, seq: Sequence, num_new_tokens: int) -> bool:
         matched = self.match_prefix(seq)
         revived = sum(1 for b in matched if self.blocks[b].ref_count == 0)  # cached but free: they leave the pool
-        total = len(matched) * self.block_size + num_new_tokens
+        # The step computes num_new_tokens past the cached prefix, never past the sequence's own end.
+        total = min(len(matched) * self.block_size + num_new_tokens, seq.num_tokens)
         needed = -(-total // self.block_size) - len(matched)
         return needed + revived <= self.num_free_blocks
 
