@@ -48,6 +48,21 @@ def test_prefix_cache_matches_whole_blocks_only_after_compute():
     assert len(bm.match_prefix(c)) == 1
 
 
+def test_admission_counts_a_cached_prefix_once():
+    """A sequence whose whole prompt fits the pool is admissible when its prefix is cached, even with those cached
+    blocks free (they are revived, not allocated again): 17 tokens = 5 blocks of 4, 4 of them cached."""
+    bm = BlockManager(num_blocks=5, block_size=4)
+    a = seq(range(17))
+    bm.allocate(a, 17)
+    a.num_computed_tokens = 17
+    bm.register_computed(a)
+    bm.release(a)                                   # all five blocks free, four still cached
+    b = seq(range(17))
+    assert len(bm.match_prefix(b)) == 4
+    assert bm.can_admit(b, 17)                      # 4 revived + 1 new = 5 <= 5 free
+    assert not bm.can_admit(seq(range(100, 121)), 21)   # 6 blocks: more than the pool
+
+
 def test_last_token_is_never_served_from_cache():
     bm = BlockManager(num_blocks=8, block_size=4)
     a = seq(range(8))

@@ -95,6 +95,18 @@ def test_drafting_steps_down_for_large_batches_and_low_acceptance():
     assert speculator.draft(near_end, 10) == []               # one token left: nothing to draft
 
 
+def test_constrained_sequences_are_not_drafted():
+    """A draft row would need its own grammar state for its token mask: constrained rows decode one at a time."""
+    from lucid.structured.spec import GrammarSpec
+
+    speculator = Speculator(SpeculativeConfig(num_speculative_tokens=2))
+    assert speculator.begin_step(1)
+    free = Sequence("r", 0, [7, 7, 7, 7], SamplingParams(max_tokens=50))
+    constrained = Sequence("s", 0, [7, 7, 7, 7], SamplingParams(max_tokens=50, structured=GrammarSpec.regex("7+")))
+    assert speculator.draft(free, 10) == [7, 7]
+    assert speculator.draft(constrained, 10) == []
+
+
 # ---- exactness on the tiny model through the fused step -------------------------------------------------------
 def quantized_tiny(dtype: torch.dtype = torch.float32):
     return quantize_model(fuse_projections(tiny_model(dtype)), "mixed")
