@@ -5,6 +5,7 @@ four small requests."""
 
 from __future__ import annotations
 
+import collections
 import math
 import shutil
 import threading
@@ -21,6 +22,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PROMPT = "Explain what a KV cache is in two sentences."
 NAME = "lucid-real"
+LENS_TOLERANCE = 1e-2   # lens top row vs the API logprobs through the fused step (see the test)
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +71,14 @@ def test_lens_attention_and_fork_on_a_real_answer(page, server):
     assert rows.count() == 25
     assert "rough" in rows.first.inner_text()
     last_prob = float(rows.last.locator(".lens-prob").get_attribute("data-prob"))
-    assert last_prob == pytest.approx(math.exp(item["logprob"]), abs=1e-3)          # the popover's probability
+    # The popover's probability. The probe recomputes the uncached tail of the context, whose K/V can round
+    # differently from the original steps (other chunking through the fused step): within 1e-2, not bitwise.
+    # With LUCID_NO_KERNELS=1 (eager everywhere) it agrees within 1e-3.
+    assert last_prob == pytest.approx(math.exp(item["logprob"]), abs=LENS_TOLERANCE)
     top1 = rows.last.locator(".lens-chip").first
     assert top1.locator("code").inner_text() == item["top_logprobs"][0]["token"].replace("\n", "↵")
     assert float(top1.get_attribute("data-prob")) == pytest.approx(math.exp(item["top_logprobs"][0]["logprob"]),
-                                                                    abs=1e-3)
+                                                                    abs=LENS_TOLERANCE)
     # Where it looked: every earlier position drawn, the strongest source before the token.
     positions = page.locator(".att-tok").count()
     strongest = int(page.locator(".gb-source").first.get_attribute("data-position"))
@@ -124,11 +129,12 @@ def test_engine_view_shows_shared_blocks_and_chunked_prefill(page, server):
     page.wait_for_function("document.getElementById('live').textContent.startsWith('live')")
     words = httpx.post(f"{server.url}/tokenize", json={"prompt": " ".join(f"item{i}" for i in range(200))}).json()
     system = words["tokens"][:64]                                   # a 64-token shared prefix: 4 blocks of 16
+    # Long enough answers (~5 s and ~2 s at full speed) that the page's 2 Hz poll sees A and B running together.
     a_started, b_started = threading.Event(), threading.Event()
-    a = threading.Thread(target=stream_completion, args=(server.url, system + [9707, 11], 48, a_started))
+    a = threading.Thread(target=stream_completion, args=(server.url, system + [9707, 11], 300, a_started))
     a.start()
     assert a_started.wait(300)                                      # A decodes: its prefix blocks are published
-    b = threading.Thread(target=stream_completion, args=(server.url, system + [3838, 374], 16, b_started))
+    b = threading.Thread(target=stream_completion, args=(server.url, system + [3838, 374], 100, b_started))
     b.start()
     page.wait_for_function("document.getElementById('pool-summary').dataset.shared === '4'", timeout=300_000)
     summary = page.locator("#pool-summary")
@@ -145,7 +151,11 @@ def test_engine_view_shows_shared_blocks_and_chunked_prefill(page, server):
     page.wait_for_function("document.getElementById('pool-summary').dataset.used === '0'", timeout=120_000)
     steps = page.evaluate("window.lucidEngine.steps")
     seen = [(i["request_id"], i["kind"], i["tokens"]) for s in steps for i in s["items"]]
-    long_id = next((r for r, kind, n in seen if kind == "prefill" and n >= 256), None)
+    prefilled = collections.Counter()
+    for request_id, kind, n in seen:
+        if kind == "prefill":
+            prefilled[request_id] += n
+    long_id = next((r for r, n in prefilled.items() if n >= 1000), None)   # ~1,336 uncached prompt tokens
     assert long_id is not None, seen
     chunks = [s for s in steps if any(i["request_id"] == long_id and i["kind"] == "prefill" for i in s["items"])]
     assert len(chunks) >= 2
