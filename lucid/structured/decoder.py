@@ -57,11 +57,22 @@ class StructuredDecoder:
             bitmask[k] = 0
             for eos in self.eos_ids:
                 bitmask[k, eos // 32] |= torch.tensor(1, dtype=torch.int32) << (eos % 32)
-        allowed = self._unpack(bitmask.to(logits.device))                          # (R, V) bool
-        index = torch.tensor(rows, device=logits.device)
-        logits[index] = logits[index].masked_fill(~allowed, float("-inf"))
+        # llguidance's own kernel applies the packed mask (0.5 ms at 16 rows of 151,936; unpacking it to a bool
+        # tensor and masked_fill took ~8 ms). The logits rows it cannot see past the mask's width are -inf'd by it.
+        if len(rows) == logits.shape[0] and logits.device.type == "cpu" and logits.is_contiguous():
+            llg_torch.apply_token_bitmask_inplace(logits, bitmask)
+        else:
+            index = torch.tensor(rows, device=logits.device)
+            constrained = logits[index].contiguous()
+            if logits.device.type == "cpu":
+                llg_torch.apply_token_bitmask_inplace(constrained, bitmask)
+            else:
+                allowed = self._unpack(bitmask.to(logits.device))                  # (R, V) bool
+                constrained.masked_fill_(~allowed, float("-inf"))
+            logits[index] = constrained
         if self.record_allowed:
-            for i, count in zip(rows, allowed.sum(dim=-1).tolist()):
+            counts = self._unpack(bitmask).sum(dim=-1).tolist()
+            for i, count in zip(rows, counts):
                 self._matchers[seqs[i].seq_id].allowed_counts.append(count)
 
     def _unpack(self, bitmask: torch.Tensor) -> torch.Tensor:
