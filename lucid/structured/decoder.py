@@ -10,14 +10,25 @@ a stop token id) leaves the matcher in its error state, and the row is then allo
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import llguidance
-import llguidance.torch as llg_torch
 import torch
 
 from lucid.engine.sequence import Sequence
 from lucid.structured.backend import GrammarCompiler
+
+log = logging.getLogger(__name__)
+
+
+def _llg_torch() -> Any:
+    """llguidance's torch helpers, imported on the first constrained step: the module pulls in torch._dynamo (~2 s),
+    which a server that never sees a grammar should not pay at start-up."""
+    import llguidance.torch
+
+    return llguidance.torch
 
 
 @dataclass
@@ -38,12 +49,14 @@ class StructuredDecoder:
         self._matchers: dict[int, _SequenceMatcher] = {}
         self._executor: llguidance.LLExecutor | None = None
         self._shifts = torch.arange(32, dtype=torch.int32)   # bit k of each 32-bit word of the bitmask
+        self._compiled_ok = True                             # llguidance's compiled kernel works here
 
     def mask_logits(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
         """Set the logits of tokens the grammar forbids to -inf, in place, for every constrained row at once."""
         rows = [i for i, s in enumerate(seqs) if s.params.structured is not None]
         if not rows:
             return
+        llg_torch = _llg_torch()
         bitmask = llg_torch.allocate_token_bitmask(len(rows), self.vocab_size)     # (R, ceil(V / 32)) int32
         work, broken = [], []
         for k, i in enumerate(rows):
@@ -57,23 +70,28 @@ class StructuredDecoder:
             bitmask[k] = 0
             for eos in self.eos_ids:
                 bitmask[k, eos // 32] |= torch.tensor(1, dtype=torch.int32) << (eos % 32)
-        # llguidance's own kernel applies the packed mask (0.5 ms at 16 rows of 151,936; unpacking it to a bool
-        # tensor and masked_fill took ~8 ms). The logits rows it cannot see past the mask's width are -inf'd by it.
-        if len(rows) == logits.shape[0] and logits.device.type == "cpu" and logits.is_contiguous():
-            llg_torch.apply_token_bitmask_inplace(logits, bitmask)
-        else:
-            index = torch.tensor(rows, device=logits.device)
-            constrained = logits[index].contiguous()
-            if logits.device.type == "cpu":
-                llg_torch.apply_token_bitmask_inplace(constrained, bitmask)
-            else:
-                allowed = self._unpack(bitmask.to(logits.device))                  # (R, V) bool
-                constrained.masked_fill_(~allowed, float("-inf"))
-            logits[index] = constrained
+        index = torch.tensor(rows, device=logits.device)
+        constrained = logits[index]
+        self._apply(constrained, bitmask)
+        logits[index] = constrained
         if self.record_allowed:
             counts = self._unpack(bitmask).sum(dim=-1).tolist()
             for i, count in zip(rows, counts):
                 self._matchers[seqs[i].seq_id].allowed_counts.append(count)
+
+    def _apply(self, logits: torch.Tensor, bitmask: torch.Tensor) -> None:
+        """-inf where the bitmask's bit is 0, in place. On CPU llguidance's own kernel does it (0.5 ms at 16 rows of
+        151,936; a torch.compile'd function: ~2 s to compile on first use). Where that fails (no compiler), and on
+        other devices, the bits are unpacked to a bool mask (~8 ms at 16 rows)."""
+        if self._compiled_ok and logits.device.type == "cpu":
+            try:
+                _llg_torch().apply_token_bitmask_inplace(logits, bitmask)
+                return
+            except Exception as exc:  # noqa: BLE001 - inductor's errors vary; the fallback below is exact
+                log.warning("llguidance's compiled mask kernel failed (%s); unpacking the bitmask instead", exc)
+                self._compiled_ok = False
+        allowed = self._unpack(bitmask.to(logits.device))                          # (R, V) bool
+        logits.masked_fill_(~allowed, float("-inf"))
 
     def _unpack(self, bitmask: torch.Tensor) -> torch.Tensor:
         words = bitmask.shape[1]
