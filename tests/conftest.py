@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 
 
@@ -42,3 +45,21 @@ def real_llm():
 @pytest.fixture(scope="session")
 def real_llm_fp32():
     return shared_llm("float32")
+
+
+# Once in a few runs the interpreter crashed (SIGSEGV) while tearing down after the last test had passed and the
+# summary was printed: a native library's threads (llguidance's Rust thread pool, torch's) dying under a finalizing
+# interpreter. Leave with pytest's own exit status once everything is reported, rather than run that teardown.
+_exit_status: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):  # noqa: ANN001, ANN201 - pytest hook
+    _exit_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):  # noqa: ANN001, ANN201 - pytest hook
+    if _exit_status and not hasattr(config, "workerinput"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status[0])
