@@ -60,6 +60,11 @@ def pytest_sessionfinish(session, exitstatus):  # noqa: ANN001, ANN201 - pytest 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):  # noqa: ANN001, ANN201 - pytest hook
     if _exit_status and not hasattr(config, "workerinput"):
+        # os._exit skips atexit: stop the shared `lucid serve` processes the server tests started first.
+        for name in ("test_server_support", "test_reliability_support"):
+            support = sys.modules.get(name)
+            if support is not None:
+                support.stop_shared_servers()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_exit_status[0])

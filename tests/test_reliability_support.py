@@ -68,9 +68,11 @@ def shared_paced_server(*args: str) -> PacedServerProcess:
 
 
 @atexit.register
-def _stop_paced() -> None:
+def stop_shared_servers() -> None:
+    """Stop every paced server (at exit, and from conftest's early exit, which skips atexit)."""
     for server in _paced.values():
         server.stop()
+    _paced.clear()
 
 
 def scrape(url: str, headers: dict[str, str] | None = None) -> dict[str, float]:

@@ -102,9 +102,11 @@ def shared_server(*args: str) -> ServerProcess:
 
 
 @atexit.register
-def _stop_shared() -> None:
+def stop_shared_servers() -> None:
+    """Stop every shared server (at exit, and from conftest's early exit, which skips atexit)."""
     for server in _shared.values():
         server.stop()
+    _shared.clear()
 
 
 TINY_NAMES = ("tiny", "tiny-alias")
