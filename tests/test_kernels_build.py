@@ -37,7 +37,7 @@ def cache_copy(tmp_path: Path) -> Path:
     built = Path(kernels.ext().__file__).parent
     target = tmp_path / "kernels" / built.name
     shutil.copytree(built, target, ignore=shutil.ignore_patterns(build.OUR_LOCK, build.TORCH_BATON))
-    (target / build.BUILT_MARKER).write_text(str(target / Path(kernels.ext().__file__).name) + "\n")
+    (target / build.BUILT_MARKER).write_text(Path(kernels.ext().__file__).name + "\n")
     return tmp_path
 
 

@@ -51,8 +51,8 @@ def _import_built(build: Path) -> ModuleType | None:
     marker = build / BUILT_MARKER
     if not marker.is_file():
         return None
-    library = Path(marker.read_text().strip())  # the file cpp_extension.load imported
-    if library.parent != build or not library.is_file():
+    library = build / marker.read_text().strip()  # the file cpp_extension.load imported (its name: the cache
+    if not library.is_file():                     # folder may have moved)
         return None
     try:
         spec = importlib.util.spec_from_file_location(NAME, library)
@@ -97,5 +97,5 @@ def load_extension(cpu_flags: set[str]) -> ModuleType:
         log.info("compiling lucid's CPU kernels in %s (once per machine, ~30 s)", build)
         module = cpp_extension.load(name=NAME, sources=[str(s) for s in SOURCES], build_directory=str(build),
                                     extra_cflags=CFLAGS, extra_ldflags=LDFLAGS, verbose=False)
-        (build / BUILT_MARKER).write_text(f"{module.__file__}\n")
+        (build / BUILT_MARKER).write_text(f"{Path(module.__file__).name}\n")
         return module
