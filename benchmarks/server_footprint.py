@@ -7,6 +7,7 @@ memory once healthy (idle), then peak resident memory after 16 concurrent stream
   llama-server    `llama-server -c N -np 16` (built by benchmarks/llama_server.py)
 
     .venv/bin/python benchmarks/server_footprint.py --context 8192
+    .venv/bin/python benchmarks/server_footprint.py --context 8192 --only capacity   # lucid alone, ~1 min
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=8192)
     parser.add_argument("--output", type=int, default=64)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--only", nargs="+", choices=["default", "capacity", "llama"],
+                        default=["default", "capacity", "llama"],
+                        help="which servers: lucid as a user starts it, lucid at --context tokens, llama-server")
     args = parser.parse_args()
     from lucid.loader import default_model_path
 
@@ -51,17 +55,20 @@ def main() -> None:
     env = {"OMP_NUM_THREADS": str(args.threads)}
     pool = str(args.context * kv_bytes_per_token(gguf))
     stops = {"logit_bias": {str(t): NO_EOS_BIAS for t in _stop_ids_of(gguf)}}
-    llama = [str(ensure_built()), "-m", gguf, "--host", "127.0.0.1", "--port", "{port}", "-t", str(args.threads),
+    binary = str(ensure_built()) if "llama" in args.only else "llama-server"   # built only when it will run
+    llama = [binary, "-m", gguf, "--host", "127.0.0.1", "--port", "{port}", "-t", str(args.threads),
              "-c", str(args.context), "-np", "16", "--no-webui"]
     servers = {
-        "lucid default": lambda: (lucid_server(gguf, [], env=env), None),
-        f"lucid c={args.context}": lambda: (lucid_server(gguf, ["--max-num-seqs", "16", "--kv-cache-memory", pool],
-                                                         env=env), None),
-        f"llama-server -c {args.context} -np 16": lambda: (ServerProcess(llama, env=env), stops),
+        ("default", "lucid default"): lambda: (lucid_server(gguf, [], env=env), None),
+        ("capacity", f"lucid c={args.context}"): lambda: (
+            lucid_server(gguf, ["--max-num-seqs", "16", "--kv-cache-memory", pool], env=env), None),
+        ("llama", f"llama-server -c {args.context} -np 16"): lambda: (ServerProcess(llama, env=env), stops),
     }
     print("| server | start-up, warm (s) | idle RSS (GB) | peak RSS after 16 streams (GB) | tok/s at c=16 |")
     print("|---|---|---|---|---|")
-    for name, make in servers.items():
+    for (kind, name), make in servers.items():
+        if kind not in args.only:
+            continue
         server, body = make()
         footprint(server, 8, body)               # the first start warms the caches (packed weights, page cache)
         server, body = make()

@@ -14,9 +14,13 @@ from lucid.layers.mlp import GatedMLP
 
 
 def _fused_linear(parts: list[nn.Linear]) -> nn.Linear:
-    weight = torch.cat([p.weight.detach() for p in parts], dim=0)       # (sum of out, in)
     has_bias = parts[0].bias is not None
-    fused = nn.Linear(weight.shape[1], weight.shape[0], bias=has_bias, device="meta")
+    fused = nn.Linear(parts[0].in_features, sum(p.out_features for p in parts), bias=has_bias, device="meta")
+    if parts[0].weight.is_meta:
+        # A model built to receive packed weights: shapes are all it needs (and a torch.cat of meta tensors
+        # goes through torch._refs, whose first use imports torch._dynamo: seconds of every start-up).
+        return fused
+    weight = torch.cat([p.weight.detach() for p in parts], dim=0)       # (sum of out, in)
     fused.weight = nn.Parameter(weight, requires_grad=False)
     if has_bias:
         fused.bias = nn.Parameter(torch.cat([p.bias.detach() for p in parts]), requires_grad=False)

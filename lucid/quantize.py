@@ -10,7 +10,7 @@ from torch import nn
 from lucid.config import QUANTIZATION_SCHEMES as SCHEMES
 from lucid.config import ModelConfig
 from lucid.errors import ModelLoadError
-from lucid.layers.quantized_embedding import Q8Embedding
+from lucid.layers.quantized_embedding import BUFFER_NAMES, Q8Embedding
 from lucid.layers.quantized_linear import Int4Linear, Int8Linear
 from lucid.models.base import CausalLM
 from lucid.models.registry import model_class_for
@@ -60,9 +60,18 @@ def _quantize_tied_head(model: nn.Module, name: str, dtype: torch.dtype) -> None
     _replace(model, "model.embed_tokens", Q8Embedding(head, dtype))
 
 
+def _quantize_untied_embedding(model: nn.Module, dtype: torch.dtype) -> None:
+    """An embedding of its own becomes a q8 table (rows dequantized on lookup), as a tied one does with its head.
+    Only with lucid's kernels, like the tied case, so the packed-weights cache holds every quantized table."""
+    embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+    if isinstance(embed, nn.Embedding) and can_pack():
+        with torch.no_grad():
+            _replace(model, "model.embed_tokens", Q8Embedding.quantize(embed.weight.detach(), dtype))
+
+
 def quantize_model(model: nn.Module, scheme: str) -> nn.Module:
     """Replace every nn.Linear in place (lm_head included; a head tied to the embedding becomes q8 and the
-    embedding reads its rows from it)."""
+    embedding reads its rows from it) and, given lucid's kernels, keep an untied embedding as q8 too."""
     if scheme == "none":
         return model
     dtype = next(model.parameters()).dtype
@@ -82,6 +91,7 @@ def quantize_model(model: nn.Module, scheme: str) -> nn.Module:
         with torch.no_grad():
             new = cls(module.weight.detach(), None if module.bias is None else module.bias.detach(), dtype)
         _replace(model, name, new)
+    _quantize_untied_embedding(model, dtype)
     return model
 
 
@@ -138,6 +148,10 @@ def packed_model(config: ModelConfig, tensors: Mapping[str, torch.Tensor], schem
             _replace(model, name, new)
             if tied:
                 _replace(model, "model.embed_tokens", Q8Embedding(new, dtype))
+        if isinstance(model.model.embed_tokens, nn.Embedding):   # untied: its own q8 rows
+            rows = model.model.embed_tokens.num_embeddings
+            packed = [tensors[f"model.embed_tokens.{b}"] for b in BUFFER_NAMES]
+            _replace(model, "model.embed_tokens", Q8Embedding.packed(*packed, rows, dtype))
         floats = {name: nn.Parameter(tensors[name].to(dtype), requires_grad=False)
                   for name, p in model.named_parameters() if p.is_meta}
     except KeyError as exc:

@@ -15,7 +15,6 @@ Both interleave output rows in groups of 16 (N is padded to a multiple of 16).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import platform
@@ -31,9 +30,6 @@ QK = 32           # weights and activations per quantization block along K
 GROUP_ROWS = 16   # output rows interleaved together (one per int32 lane of an AVX-512 register)
 _PACK_CHUNK_ROWS = 8192  # rows packed at a time, to bound the float temporaries for a 150k-row lm_head
 
-_HERE = Path(__file__).parent
-_SOURCES = [_HERE / name for name in ("qgemm.cpp", "decode.cpp", "module.cpp")]
-_HEADERS = [_HERE / name for name in ("qgemm.h", "decode.h", "ops.h")]
 _REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni")
 
 _lock = threading.Lock()
@@ -53,29 +49,6 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def _build_dir() -> Path:
-    root = Path(os.environ.get("LUCID_CACHE_DIR") or Path.home() / ".cache" / "lucid").expanduser()
-    # -march=native code is only valid on this kind of CPU: key the folder on the CPU flags and torch version,
-    # and on the sources and headers (PyTorch's own rebuild check looks at the .cpp files only).
-    digest = hashlib.sha1(" ".join(sorted(_cpu_flags())).encode())
-    for path in _SOURCES + _HEADERS:
-        digest.update(path.read_bytes())
-    key = digest.hexdigest()[:10]
-    return root / "kernels" / f"torch{torch.__version__.replace('+', '_')}-{key}"
-
-
-def _put_ninja_on_path() -> None:
-    """PyTorch builds with `ninja` from PATH; the pip package (a dependency) lives in the venv, which a plain
-    `.venv/bin/python` does not put on PATH."""
-    try:
-        import ninja
-    except ImportError:
-        return
-    bin_dir = getattr(ninja, "BIN_DIR", None)
-    if bin_dir and bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-
-
 def _load() -> Any:
     """The compiled extension, building it on first call; None (with the reason kept) where impossible."""
     global _ext, _error, _tried
@@ -91,16 +64,9 @@ def _load() -> Any:
             _error = f"CPU lacks {', '.join(missing)}"
         else:
             try:
-                from torch.utils import cpp_extension
+                from lucid.kernels.build import load_extension
 
-                build = _build_dir()
-                build.mkdir(parents=True, exist_ok=True)
-                _put_ninja_on_path()
-                log.info("preparing lucid's CPU kernels in %s (compiled once per machine, ~30 s the first time)",
-                         build)
-                _ext = cpp_extension.load(
-                    name="lucid_kernels", sources=[str(s) for s in _SOURCES], build_directory=str(build),
-                    extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
+                _ext = load_extension(_cpu_flags())
             except Exception as exc:  # compiler missing, build error: lucid must still run on PyTorch's kernels
                 _error = f"could not build the kernels: {type(exc).__name__}: {str(exc).strip()[-500:]}"
         if _error:

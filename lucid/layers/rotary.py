@@ -14,7 +14,9 @@ from torch import nn
 def inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | None = None) -> torch.Tensor:
     """theta^(-2i/d) for each pair i (float64), adjusted by a rope scaling: "linear" divides every frequency by
     `factor`; "llama3" divides only the low frequencies (long wavelengths) and blends the band between."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    # On the CPU even inside `torch.device("meta")` (models are built there): a meta arange goes through
+    # torch._refs, whose first use imports torch._dynamo (seconds of every start-up).
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64, device="cpu") / head_dim))
     kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
     if kind == "default":
         return inv_freq

@@ -21,8 +21,8 @@ from lucid.loader.tensors import dtype_name
 log = logging.getLogger(__name__)
 
 # Bump when lucid.kernels changes how it packs weights (old entries are then ignored). 2: a tied head is q8 and
-# the embedding reads its rows from it.
-PACKED_FORMAT = 2
+# the embedding reads its rows from it. 3: an untied embedding is q8 too (model.embed_tokens.qweight / .scales).
+PACKED_FORMAT = 3
 WEIGHTS_FILE = "model.safetensors"
 MIN_SOURCE_BYTES = 64 << 20  # smaller models (the tests' tiny ones) load fast anyway: not worth a cache entry
 

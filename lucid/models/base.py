@@ -40,7 +40,12 @@ class DecoderModel(nn.Module):
 
     def __init__(self, config: ModelConfig, layers: list[nn.Module], norm: nn.Module) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        shape = (config.vocab_size, config.hidden_size)
+        self.embed_tokens = nn.Embedding(*shape, _weight=torch.empty(shape))
+        # Random values only off the meta device (where models are built for loading): `normal_` on meta goes
+        # through torch._refs, whose first use imports torch._dynamo, seconds of every start-up.
+        if not self.embed_tokens.weight.is_meta:
+            nn.init.normal_(self.embed_tokens.weight)
         self.layers = nn.ModuleList(layers)
         self.norm = norm
 
