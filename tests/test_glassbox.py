@@ -95,6 +95,7 @@ def test_recording_leaves_tokens_identical_and_records_the_steps(model):
     plain = [o.outputs[0].token_ids for o in run_all(off, prompts, params)]
     assert off.recorder.since(0)[1] == []           # nobody watched: nothing kept
     on = tiny_engine(model, max_num_batched_tokens=8)
+    on.recorder.idle_after = 600.0                  # one watch() covers the whole run, however loaded the machine
     on.recorder.watch()
     watched = [o.outputs[0].token_ids for o in run_all(on, prompts, params)]
     assert watched == plain
