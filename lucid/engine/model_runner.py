@@ -131,25 +131,35 @@ class ModelRunner:
     def _fused_forward(self, items: list[ScheduledSeq]) -> torch.Tensor:
         """The step through the fused C++ decoder: every token is a row that attends over its own sequence's
         block table up to its position (so a prompt chunk is causal by construction)."""
+        return self.fused_decoder.forward(*self._fused_inputs(items))
+
+    def fused_forward_tapped(self, items: list[ScheduledSeq]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`_fused_forward` (bit for bit) that also hands back the last row's residual stream (layers + 1, hidden)
+        and rotated queries (layers, heads * head_dim), float32: what the glass box reads (lucid/glassbox)."""
+        inputs = self._fused_inputs(items)
+        return self.fused_decoder.forward_tapped(*inputs, row=len(inputs[0]) - 1)
+
+    def _fused_inputs(self, items: list[ScheduledSeq]) -> tuple:
+        """FusedDecoder.forward's arguments for the step's rows."""
         bs = self.block_size
         max_blocks = max(-(-(it.seq.num_computed_tokens + it.num_tokens) // bs) for it in items)
         ids: list[int] = []
         positions: list[int] = []
         slots: list[int] = []
         tables: list[list[int]] = []     # each row's block table, padded to max_blocks
-        alone: list[bool] = []           # verify rows attend one by one, as decode rows do (bitwise equal logits)
+        # Generated positions (decode and verify rows, and those recomputed after a preemption) attend one by one,
+        # prompt positions as chunk rows: either way bitwise the same however the step was composed.
+        alone: list[bool] = []
         for item in items:
             seq, start, end = item.seq, item.seq.num_computed_tokens, item.seq.num_computed_tokens + item.num_tokens
             ids.extend(item.token_ids)
-            alone.extend([bool(item.draft_token_ids)] * item.num_tokens)
+            alone.extend(p >= seq.num_prompt_tokens for p in range(start, end))
             positions.extend(range(start, end))
             slots.extend(self._slots(seq.block_table, start, end))
             tables.extend([seq.block_table[:max_blocks] + [0] * (max_blocks - len(seq.block_table))] * item.num_tokens)
         hidden = self.model.model.embed_tokens(torch.tensor(ids))          # (N, hidden)
-        return self.fused_decoder.forward(
-            hidden, torch.tensor(positions), torch.tensor(slots), torch.tensor(tables, dtype=torch.int32),
-            torch.tensor([p + 1 for p in positions], dtype=torch.int32), bs,
-            torch.tensor(alone, dtype=torch.bool) if any(alone) else None)
+        return (hidden, torch.tensor(positions), torch.tensor(slots), torch.tensor(tables, dtype=torch.int32),
+                torch.tensor([p + 1 for p in positions], dtype=torch.int32), bs, torch.tensor(alone, dtype=torch.bool))
 
     def _sampling_tensors(self, seqs: list[Sequence], eos_ids: list[int]) -> SamplingTensors:
         vocab = self.config.vocab_size

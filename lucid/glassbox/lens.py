@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -40,22 +41,27 @@ class Lens:
         return asdict(self)
 
 
+Norm = Callable[[torch.Tensor], torch.Tensor]
+
+
 @torch.inference_mode()
-def lens_logits(model: torch.nn.Module, residuals: torch.Tensor) -> torch.Tensor:
-    """(rows, hidden) residuals -> (rows, vocab) float32 logits through the final norm and the head."""
-    weight_dtype = model.model.norm.weight.dtype
-    return model.compute_logits(model.model.norm(residuals.to(weight_dtype)))
+def lens_logits(model: torch.nn.Module, residuals: torch.Tensor, norm: Norm | None = None) -> torch.Tensor:
+    """(rows, hidden) residuals -> (rows, vocab) float32 logits through the final norm and the head. `norm` is the
+    final norm of the forward the residuals came from (the fused step's own, in float32, when it ran: the last
+    row then gives bit for bit the logits the engine sampled from); None: the model's, in its weights' dtype."""
+    if norm is None:
+        normed = model.model.norm(residuals.to(model.model.norm.weight.dtype))
+    else:
+        normed = norm(residuals)
+    return model.compute_logits(normed)
 
 
 @torch.inference_mode()
 def read_lens(model: torch.nn.Module, tokenizer: Any, residuals: torch.Tensor, token_id: int, position: int,
-              top: int = 3, final_hidden: torch.Tensor | None = None) -> Lens:
+              top: int = 3, norm: Norm | None = None) -> Lens:
     """The ladder: one row per residual (embedding, then each layer), each with its top tokens and the chosen
-    token's rank and probability. `final_hidden` (the normed output of the step that chose the token, when known)
-    replaces the last row's reading, so that row shows exactly what was sampled from."""
-    logits = lens_logits(model, residuals)                                      # (rows, vocab)
-    if final_hidden is not None:
-        logits[-1] = model.compute_logits(final_hidden.to(model.model.norm.weight.dtype))
+    token's rank and probability; `norm` as in `lens_logits`."""
+    logits = lens_logits(model, residuals, norm)                                # (rows, vocab)
     probs = logits.softmax(dim=-1)                                              # (rows, vocab)
     chosen = probs[:, token_id]                                                 # (rows,)
     ranks = (probs > chosen.unsqueeze(1)).sum(dim=-1) + 1                       # (rows,)

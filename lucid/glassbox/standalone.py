@@ -27,7 +27,7 @@ def probe_sequence(model: torch.nn.Module, token_ids: list[int]) -> Probe:
     try:
         for i, a in enumerate(attns):
             a.k_cache, a.v_cache = k_pool[i], v_pool[i]
-        return probe_last_position(model, torch.tensor(token_ids, device=device), slots, meta, slots)[0]
+        return probe_last_position(model, torch.tensor(token_ids, device=device), slots, meta, slots)
     finally:
         for a, (k, v) in zip(attns, saved, strict=True):
             a.k_cache, a.v_cache = k, v

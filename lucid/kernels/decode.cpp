@@ -258,7 +258,9 @@ void write_kv_and_attend(const FusedLayer& layer, float* qkv, int64_t rows, int6
   }
   const int64_t group = num_heads / kv_heads;
   // Consecutive rows of one sequence (a prompt chunk) attend together; a lone row (a decode token) on its own, and
-  // so does every row flagged `alone` (a speculative verify row: bitwise the arithmetic of a decode token).
+  // so does every row flagged `alone` (a decode or speculative verify row: bitwise the arithmetic of a decode
+  // token). When the rows are flagged, an unflagged row is a prompt row and takes the chunk arithmetic even alone
+  // (its task may hold one row: a chunk's 17th, a one-token chunk), so its K/V never depend on the chunking.
   struct Task {
     int64_t row, n, g;
   };
@@ -282,7 +284,7 @@ void write_kv_and_attend(const FusedLayer& layer, float* qkv, int64_t rows, int6
       float* out = attn + task.row * q_width + task.g * group * head_dim;
       const int32_t* table = tables + task.row * max_blocks;
       const int64_t len = context_lens[task.row];
-      if (task.n == 1) {
+      if (task.n == 1 && (alone == nullptr || alone[task.row])) {
         dispatch_head_dim(head_dim, [&](auto dim) {
           attend_group<T, decltype(dim)::value>(q, group, k_cache, v_cache, kv_heads, task.g, table, block_size, len,
                                                 out);
@@ -372,6 +374,34 @@ torch::Tensor FusedDecoder::forward(const torch::Tensor& hidden, const torch::Te
                                     const torch::Tensor& slot_mapping, const torch::Tensor& block_tables,
                                     const torch::Tensor& context_lens, int64_t block_size,
                                     const c10::optional<torch::Tensor>& attend_alone) const {
+  return run(hidden, positions, slot_mapping, block_tables, context_lens, block_size, attend_alone, nullptr);
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> FusedDecoder::forward_tapped(
+    const torch::Tensor& hidden, const torch::Tensor& positions, const torch::Tensor& slot_mapping,
+    const torch::Tensor& block_tables, const torch::Tensor& context_lens, int64_t block_size,
+    const c10::optional<torch::Tensor>& attend_alone, int64_t row) const {
+  TORCH_CHECK(row >= 0 && row < hidden.size(0), "the tapped row must be one of the step's rows");
+  const auto options = torch::TensorOptions().dtype(at::kFloat);
+  torch::Tensor residuals = torch::empty({num_layers() + 1, hidden_}, options);
+  torch::Tensor queries = torch::empty({num_layers(), num_heads_ * head_dim_}, options);
+  const Tap tap{row, residuals.data_ptr<float>(), queries.data_ptr<float>()};
+  torch::Tensor out = run(hidden, positions, slot_mapping, block_tables, context_lens, block_size, attend_alone, &tap);
+  return {out, residuals, queries};
+}
+
+torch::Tensor FusedDecoder::final_norm(const torch::Tensor& residuals) const {
+  TORCH_CHECK(residuals.dim() == 2 && residuals.size(1) == hidden_, "residuals must be (rows, ", hidden_, ")");
+  const torch::Tensor x = residuals.to(at::kFloat).contiguous();
+  torch::Tensor out = torch::empty_like(x);
+  rms_norm(x.data_ptr<float>(), final_norm_.data_ptr<float>(), x.size(0), hidden_, rms_eps_, out.data_ptr<float>());
+  return out;
+}
+
+torch::Tensor FusedDecoder::run(const torch::Tensor& hidden, const torch::Tensor& positions,
+                                const torch::Tensor& slot_mapping, const torch::Tensor& block_tables,
+                                const torch::Tensor& context_lens, int64_t block_size,
+                                const c10::optional<torch::Tensor>& attend_alone, const Tap* tap) const {
   TORCH_CHECK(hidden.dim() == 2 && hidden.size(1) == hidden_, "hidden must be (rows, ", hidden_, ")");
   const int64_t rows = hidden.size(0);
   TORCH_CHECK(positions.scalar_type() == at::kLong && positions.numel() == rows, "positions: int64 (rows,)");
@@ -425,7 +455,9 @@ torch::Tensor FusedDecoder::forward(const torch::Tensor& hidden, const torch::Te
     }
   }
   float* xs = x.data_ptr<float>();
-  for (const FusedLayer& layer : layers_) {
+  if (tap) store_row(tap->residuals, xs + tap->row * hidden_, hidden_);  // the embedding
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const FusedLayer& layer = layers_[l];
     rms_norm(xs, layer.input_norm.data_ptr<float>(), rows, hidden_, rms_eps_, normed.data());
     layer.qkv.apply(normed.data(), rows, qkv.data());
     for (int64_t r = 0; r < rows; ++r) {
@@ -433,6 +465,7 @@ torch::Tensor FusedDecoder::forward(const torch::Tensor& hidden, const torch::Te
       rotate(row, num_heads_, head_dim_, &cos[r * half], &sin[r * half]);               // q
       rotate(row + q_width, num_kv_heads_, head_dim_, &cos[r * half], &sin[r * half]);  // k
     }
+    if (tap) store_row(tap->queries + l * q_width, qkv.data() + tap->row * qkv_width, q_width);
     if (layer.k_cache.scalar_type() == at::kBFloat16) {
       write_kv_and_attend<at::BFloat16>(layer, qkv.data(), rows, qkv_width, num_heads_, num_kv_heads_, head_dim_,
                                         slots.data_ptr<int64_t>(), tables.data_ptr<int32_t>(), max_blocks,
@@ -449,6 +482,7 @@ torch::Tensor FusedDecoder::forward(const torch::Tensor& hidden, const torch::Te
     silu_mul(gate_up.data(), rows, intermediate_, act.data());
     layer.down.apply(act.data(), rows, proj.data());
     for (int64_t i = 0; i < rows * hidden_; ++i) xs[i] += proj[i];
+    if (tap) store_row(tap->residuals + (l + 1) * hidden_, xs + tap->row * hidden_, hidden_);
   }
   rms_norm(xs, final_norm_.data_ptr<float>(), rows, hidden_, rms_eps_, out.data_ptr<float>());
   return out;

@@ -54,13 +54,27 @@ class FusedDecoder {
   // hidden (M, hidden) embeddings of the step's tokens; positions, slot_mapping int64 (M,);
   // block_tables int32 (M, max_blocks), each row its sequence's table; context_lens int32 (M,) = position + 1. Writes the new K/V into
   // the pool and returns the final-normed hidden states, float32 (M, hidden).
-  // attend_alone, bool (M,) or None: rows that attend on their own even beside rows of their sequence (speculative
-  // verify rows). Every per-row result (matmuls, norms, a lone row's attention) is independent of the other rows,
-  // so such a row's output is bitwise what a one-token decode step at its position gives.
+  // attend_alone, bool (M,) or None: which rows attend on their own (a generated token: a decode or speculative
+  // verify row), even beside rows of their sequence. When given, every other row is a prompt row and takes the
+  // chunk arithmetic even in a chunk of one. Every per-row result (matmuls, norms, either attention) is
+  // independent of the other rows, so a row's output depends only on its sequence's K/V and on its kind, never on
+  // how the step was composed (chunk boundaries, the prefix cache, speculation). None: a single row attends on its
+  // own, consecutive rows of a sequence together.
   torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& positions,
                         const torch::Tensor& slot_mapping, const torch::Tensor& block_tables,
                         const torch::Tensor& context_lens, int64_t block_size,
                         const c10::optional<torch::Tensor>& attend_alone = c10::nullopt) const;
+
+  // The same step, also tapping row `row` for the glass box (lucid/glassbox): returns (the step's output,
+  // that row's residual stream after the embedding and after each layer (layers + 1, hidden), its rotated queries
+  // in each layer (layers, heads * head_dim)), all float32. The step's arithmetic is forward's, bit for bit.
+  std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> forward_tapped(
+      const torch::Tensor& hidden, const torch::Tensor& positions, const torch::Tensor& slot_mapping,
+      const torch::Tensor& block_tables, const torch::Tensor& context_lens, int64_t block_size,
+      const c10::optional<torch::Tensor>& attend_alone, int64_t row) const;
+
+  // The step's last norm on rows of residuals (rows, hidden) float32: what forward applies to its last layer's.
+  torch::Tensor final_norm(const torch::Tensor& residuals) const;
 
   int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
 
@@ -74,6 +88,14 @@ class FusedDecoder {
     std::vector<float> normed, qkv, attn, proj, gate_up, act;
   };
   mutable Scratch scratch_;  // per-step activations, kept so their pages are not faulted in again each step
+  struct Tap {               // where forward_tapped copies its row's residuals and queries
+    int64_t row;
+    float* residuals;        // (layers + 1, hidden)
+    float* queries;          // (layers, heads * head_dim)
+  };
+  torch::Tensor run(const torch::Tensor& hidden, const torch::Tensor& positions, const torch::Tensor& slot_mapping,
+                    const torch::Tensor& block_tables, const torch::Tensor& context_lens, int64_t block_size,
+                    const c10::optional<torch::Tensor>& attend_alone, const Tap* tap) const;
 };
 
 }  // namespace lucid

@@ -23,5 +23,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
       .def("forward", &FusedDecoder::forward, py::arg("hidden"), py::arg("positions"), py::arg("slot_mapping"),
            py::arg("block_tables"), py::arg("context_lens"), py::arg("block_size"),
            py::arg("attend_alone") = py::none(), no_gil)
+      .def("forward_tapped", &FusedDecoder::forward_tapped, py::arg("hidden"), py::arg("positions"),
+           py::arg("slot_mapping"), py::arg("block_tables"), py::arg("context_lens"), py::arg("block_size"),
+           py::arg("attend_alone"), py::arg("row"), no_gil)
+      .def("final_norm", &FusedDecoder::final_norm, py::arg("residuals"), no_gil)
       .def_property_readonly("num_layers", &FusedDecoder::num_layers);
 }

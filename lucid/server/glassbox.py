@@ -105,7 +105,7 @@ def _explain(engine: LLMEngine, ids: list[int], prompt_len: int, top: int) -> di
     got = probe_in_engine(engine, ids[:-1], prompt_len)
     text = engine.tokenizer.token_text
     lens = read_lens(engine.model, engine.tokenizer, got.probe.residuals, ids[-1], len(ids) - 1, top,
-                     got.final_hidden)
+                     got.probe.norm)
     attention = read_attention(got.probe.attention, [text(t) for t in ids[:-1]],
                                engine.model_config.num_key_value_heads)
     return {"token_ids": ids, "position": len(ids) - 1, "reused_tokens": got.reused_tokens,
