@@ -105,7 +105,7 @@ def test_scheduler_chunks_long_prompts_under_budget():
 def test_scheduler_preempts_newest_when_pool_is_full():
     config = EngineConfig(max_num_batched_tokens=64, max_num_seqs=4, block_size=4)
     sched = Scheduler(config, BlockManager(4, 4))
-    a, b = seq(range(8), "a"), seq(range(7), "b")
+    a, b = seq(range(8), "a"), seq(range(50, 57), "b")  # no shared prefix
     sched.add(a)
     sched.add(b)
     out = sched.schedule()
@@ -161,3 +161,30 @@ def test_sibling_completions_wait_for_the_shared_prompt_then_reuse_its_blocks():
     assert [s.seq for s in out.decode] == [first]
     assert [(s.seq, s.num_tokens) for s in out.prefill] == [(others[0], 2), (others[1], 2)]
     assert [s.num_cached_tokens for s in others] == [8, 8]
+
+
+def test_requests_arriving_together_compute_their_shared_prefix_once():
+    """Two conversations with one system prompt, sent at once: the second waits while the first computes the shared
+    blocks, then takes them from the prefix cache (it would otherwise compute them again in the same step). A
+    request with nothing in common is not held back by it."""
+    config = EngineConfig(max_num_batched_tokens=64, max_num_seqs=4, block_size=4)
+    blocks = BlockManager(64, 4)
+    sched = Scheduler(config, blocks)
+    system = list(range(100, 112))                                 # 3 shared blocks
+    first, second = seq(system + [1, 2, 3, 4, 5], "a"), seq(system + [6, 7, 8, 9, 10], "b")
+    sched.add(first)
+    sched.add(second)
+    out = sched.schedule()
+    assert [s.seq for s in out.prefill] == [first] and list(sched.waiting) == [second]
+    first.num_computed_tokens += out.prefill[0].num_tokens
+    blocks.register_computed(first)
+    first.append_token(7)
+    out = sched.schedule()
+    assert [(s.seq, s.num_tokens) for s in out.prefill] == [(second, 5)]
+    assert second.num_cached_tokens == 12
+
+    sched = Scheduler(config, BlockManager(64, 4))
+    third, unrelated = seq(system + [1], "c"), seq(range(200, 217), "d")
+    sched.add(third)
+    sched.add(unrelated)
+    assert [s.seq for s in sched.schedule().prefill] == [third, unrelated]

@@ -27,9 +27,11 @@ SYSTEM = ("You are a careful assistant. Answer in one short paragraph, cite noth
 def cluster(tiny_model):
     server = ServerProcess(*tiny_server_args(tiny_model), "--replicas", "2", "--cpus-per-replica", "1",
                            "--kv-cache-memory", "32M")
-    server.wait_ready()
-    yield server
-    server.stop()
+    try:  # also when start-up fails or times out: a local Ray must not outlive the test run
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
 def replica_metrics(server: ServerProcess) -> dict[str, dict[str, float]]:

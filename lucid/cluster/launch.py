@@ -42,7 +42,10 @@ def start_ray(address: str | None, min_cpus: int) -> bool:
     if address:
         ray.init(address=address, **common)
         return False
-    ray.init(num_cpus=max(available_cpus(), min_cpus), object_store_memory=LOCAL_OBJECT_STORE_BYTES, **common)
+    # Ray starts its workers at nice 15 (background priority); here the workers are the engines doing all the work,
+    # so they run at the front's priority, as one lucid process would.
+    ray.init(num_cpus=max(available_cpus(), min_cpus), object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+             _system_config={"worker_niceness": 0}, **common)
     return True
 
 

@@ -115,8 +115,8 @@ class Scheduler:
         while (self.waiting and min(budget, prefill_left) > 0 and not out.preempted
                and len(self.running) < self.config.max_num_seqs):
             seq = self.waiting[0]
-            if self._sibling_prefilling(seq):
-                break  # a step later its prompt's KV is in the prefix cache: computed once for all n completions
+            if self._shared_prefix_in_flight(seq):
+                break  # a step or so later that prefix's KV is in the prefix cache: computed once for all
             if not seq.block_table:
                 if not self.blocks.can_admit(seq, min(seq.num_tokens, budget, prefill_left)):
                     break
@@ -138,13 +138,21 @@ class Scheduler:
         limit = min(budget - 1, self.config.max_model_len - seq.num_tokens - 1)
         return self.speculator.draft(seq, limit) if limit > 0 else []
 
-    def _sibling_prefilling(self, seq: Sequence) -> bool:
-        """Whether another completion of seq's request (n > 1) is still computing their shared prompt. Like
-        llama.cpp's child slots, the others wait for it and take its blocks from the prefix cache."""
-        if seq.index == 0 or seq.block_table or not self.blocks.enable_prefix_caching:
+    def _shared_prefix_in_flight(self, seq: Sequence) -> bool:
+        """Whether a running sequence is computing, this very step or a later one, the first prompt block of `seq`
+        that the prefix cache does not hold yet: another completion of the same request (n > 1), or another
+        request with the same prefix (conversations that arrive together with one system prompt). `seq` then waits
+        and takes those blocks from the prefix cache once they are computed, instead of computing them a second
+        time in the same step (llama.cpp's child slots and SGLang's in-batch prefix check do the same). Waiting
+        costs it nothing: the sequence it waits for is what uses the step's prefill budget meanwhile."""
+        if seq.block_table or not self.blocks.enable_prefix_caching:
             return False
-        shareable = (seq.num_prompt_tokens - 1) // self.blocks.block_size * self.blocks.block_size
-        return any(s.request_id == seq.request_id and s.num_computed_tokens < shareable for s in self.running)
+        end = (len(self.blocks.match_prefix(seq)) + 1) * self.blocks.block_size  # the first uncached block's end
+        if end > seq.num_tokens - 1:  # the last token is always computed: that block is never shared
+            return False
+        head = seq.token_ids[:end]
+        return any(other.num_computed_tokens < end <= other.num_tokens and other.token_ids[:end] == head
+                   for other in self.running)
 
     def _preempt(self, seq: Sequence) -> None:
         """Free the sequence's KV and queue it again; its tokens (prompt + output so far) will be recomputed."""
