@@ -15,16 +15,17 @@ from lucid.layers.quantized_linear import Int4Linear, Int8Linear
 from lucid.models.base import CausalLM
 from lucid.models.registry import model_class_for
 
-GATE_UP_LAYERS = ("gate_proj", "up_proj", "gate_up_proj")
+GATE_UP_LAYERS = CausalLM.mixed_int4_layers
 
 
-def layer_format(name: str, scheme: str) -> str:
-    """Which format one linear layer gets. `mixed`: int4 for the MLP's gate/up matrices, int8 elsewhere
-    (down_proj, attention and lm_head lose the most quality in int4)."""
+def layer_format(name: str, scheme: str, int4_layers: tuple[str, ...] = GATE_UP_LAYERS) -> str:
+    """Which format one linear layer gets. `mixed`: int4 for the layers named in `int4_layers` (the family's
+    `CausalLM.mixed_int4_layers`: the MLP's gate/up matrices by default), int8 elsewhere (down_proj, attention and
+    lm_head lose the most quality in int4)."""
     if scheme in ("none", "int8", "int4"):
         return scheme
     if scheme == "mixed":
-        return "int4" if name.rsplit(".", 1)[-1] in GATE_UP_LAYERS else "int8"
+        return "int4" if name.rsplit(".", 1)[-1] in int4_layers else "int8"
     raise ValueError(f"unknown quantization {scheme!r}; choose one of {', '.join(SCHEMES)}")
 
 
@@ -69,22 +70,26 @@ def _quantize_untied_embedding(model: nn.Module, dtype: torch.dtype) -> None:
             _replace(model, "model.embed_tokens", Q8Embedding.quantize(embed.weight.detach(), dtype))
 
 
-def quantize_model(model: nn.Module, scheme: str) -> nn.Module:
+def quantize_model(model: nn.Module, scheme: str, int4_layers: tuple[str, ...] | None = None) -> nn.Module:
     """Replace every nn.Linear in place (lm_head included; a head tied to the embedding becomes q8 and the
-    embedding reads its rows from it) and, given lucid's kernels, keep an untied embedding as q8 too."""
+    embedding reads its rows from it) and, given lucid's kernels, keeps an untied embedding as q8 too.
+    `int4_layers`: what `mixed` puts in int4 (default: the model's family's `mixed_int4_layers` when `model` is a
+    CausalLM, else the MLP's gate/up)."""
     if scheme == "none":
         return model
     dtype = next(model.parameters()).dtype
     if next(model.parameters()).device.type != "cpu":
         raise ValueError("quantized kernels are CPU-only in lucid; use --quantization none on CUDA")
     embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+    if int4_layers is None:
+        int4_layers = getattr(model, "mixed_int4_layers", GATE_UP_LAYERS)
     for name, module in list(model.named_modules()):
         if not isinstance(module, nn.Linear):
             continue
         if embed is not None and module.weight is embed.weight:
             _quantize_tied_head(model, name, dtype)
             continue
-        fmt = layer_format(name, scheme)
+        fmt = layer_format(name, scheme, int4_layers)
         if fmt == "none":
             continue
         cls = layer_classes()[fmt]
@@ -103,7 +108,7 @@ def fuse_and_quantize(model: nn.Module, scheme: str) -> nn.Module:
     if scheme == "none":
         return model
     for layer in model.model.layers:
-        quantize_model(fuse_projections(layer), scheme)
+        quantize_model(fuse_projections(layer), scheme, model.mixed_int4_layers)
     return quantize_model(model, scheme)   # what is left: the lm_head
 
 
@@ -138,10 +143,12 @@ def packed_model(config: ModelConfig, tensors: Mapping[str, torch.Tensor], schem
             if not isinstance(module, nn.Linear):
                 continue
             tied = module.weight is embed.weight    # a tied head is q8, the embedding reads its rows
-            fmt = "int8" if tied else layer_format(name, scheme)
+            fmt = "int8" if tied else layer_format(name, scheme, model.mixed_int4_layers)
             if fmt == "none":
                 raise ModelLoadError(f"{source}: scheme {scheme!r} keeps {name} in float; nothing to unpack")
             cls = classes[fmt]
+            if f"{name}.mins" in tensors and "mins" not in cls.buffer_names:  # packed by a lucid whose choice differed
+                raise ModelLoadError(f"{source}: {name} was packed as int4, the scheme {scheme!r} now wants {fmt}")
             packed = tuple(tensors[f"{name}.{b}"] for b in cls.buffer_names)
             bias = tensors[f"{name}.bias"] if module.bias is not None else None
             new = cls.from_packed(packed, bias, module.out_features, module.in_features, dtype)

@@ -102,24 +102,35 @@ def test_quantized_formats_run_every_family(tiny, scheme):
         assert engine.runner.fused_decoder is None
 
 
-def test_fused_step_runs_plain_llama(tmp_path):
-    """Llama's layer is Qwen2's without q/k/v bias: the fused C++ step takes it and agrees with the eager path."""
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_fused_step_runs_family(family, tmp_path):
+    """Llama's layer is Qwen2's without q/k/v bias; Gemma 3's takes the kernel's options (four norms with (1 + w)
+    folded, q/k norms, GELU-tanh, two rotary bases, its score scale, sliding windows). The fused C++ step runs their
+    prompt chunks and decode steps and agrees with the eager path on the same quantized weights (both multiply
+    through the same int8 kernels, so transformers' float model is not the reference here)."""
     from lucid import kernels
 
     if not kernels.available():
         pytest.skip(f"lucid kernels: {kernels.unavailable_reason()}")
-    tiny = make_tiny_family("llama", tmp_path, rope_scaling=False)
+    tiny = make_tiny_family(family, tmp_path, rope_scaling=False)
     fused_model = load_quantized(tiny.hf_dir, "mixed", "float32")
     eager_model = load_quantized(tiny.hf_dir, "mixed", "float32")
     fused = engine_for(fused_model.model, fused_model.config, folder=tiny.hf_dir)
     eager = engine_for(eager_model.model, eager_model.config, folder=tiny.hf_dir, enforce_eager=True)
     assert fused.runner.fused_decoder is not None and eager.runner.fused_decoder is None
+    fused_rows = []
+    original = fused.runner._fused_forward
+    fused.runner._fused_forward = lambda items: fused_rows.append(sum(i.num_tokens for i in items)) or original(items)
     params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, logprobs=2)
     for g, w in zip(run_all(fused, PROMPTS, params), run_all(eager, PROMPTS, params)):
         got = torch.tensor([t.logprob for t in g.outputs[0].logprobs])
         want = torch.tensor([t.logprob for t in w.outputs[0].logprobs])
         assert g.outputs[0].token_ids == w.outputs[0].token_ids
         torch.testing.assert_close(got, want, atol=2e-3, rtol=0)
+    # every step was fused, prompt chunks (several rows of one sequence) included
+    assert len(fused_rows) == fused.num_steps and max(fused_rows) > len(PROMPTS)
+    if family == "gemma3":  # the long prompt and its decode run past the window on the sliding layers
+        assert len(PROMPTS[0]) > 3 * SLIDING_WINDOW and fused_model.config.sliding_window == SLIDING_WINDOW
 
 
 def test_trace_runs(tiny):

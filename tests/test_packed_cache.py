@@ -95,3 +95,20 @@ def test_entry_missing_a_tensor_is_rebuilt(gguf_copy: Path) -> None:
     loaded = load_quantized(gguf_copy, "mixed", dtype="float32")   # falls back to quantizing the float weights
     assert loaded.model.lm_head.qweight.numel() > 0
     assert "lm_head.qweight" in load_file(str(weights))            # and writes a complete entry again
+
+
+def test_entry_packed_under_another_int4_choice_is_rebuilt(gguf_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An entry written when `-q mixed` put this family's gate/up in int4; the family now keeps them int8 (as
+    # Gemma 3 does): the old entry must not be read as int8 (its int4 bytes would fit the int8 buffers' names).
+    from safetensors.torch import load_file
+
+    from lucid.kernels.linear import Q8Linear
+    from lucid.models.qwen2 import Qwen2ForCausalLM
+
+    load_quantized(gguf_copy, "mixed", dtype="float32")
+    monkeypatch.setattr(Qwen2ForCausalLM, "mixed_int4_layers", ())
+    loaded = load_quantized(gguf_copy, "mixed", dtype="float32")
+    gate_up = loaded.model.model.layers[0].mlp.gate_up_proj
+    assert isinstance(gate_up, Q8Linear)
+    (entry,) = (gguf_copy.parent / "cache" / "packed").iterdir()
+    assert "model.layers.0.mlp.gate_up_proj.mins" not in load_file(str(entry / packed_cache_module.WEIGHTS_FILE))

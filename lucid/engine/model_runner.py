@@ -157,7 +157,7 @@ class ModelRunner:
             positions.extend(range(start, end))
             slots.extend(self._slots(seq.block_table, start, end))
             tables.extend([seq.block_table[:max_blocks] + [0] * (max_blocks - len(seq.block_table))] * item.num_tokens)
-        hidden = self.model.model.embed_tokens(torch.tensor(ids))          # (N, hidden)
+        hidden = self.model.model.embed(torch.tensor(ids))                 # (N, hidden)
         return (hidden, torch.tensor(positions), torch.tensor(slots), torch.tensor(tables, dtype=torch.int32),
                 torch.tensor([p + 1 for p in positions], dtype=torch.int32), bs, torch.tensor(alone, dtype=torch.bool))
 

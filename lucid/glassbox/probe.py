@@ -49,7 +49,8 @@ def probe_last_position(model: torch.nn.Module, ids: torch.Tensor, positions: to
     body = model.model
     residuals: list[torch.Tensor] = []
     queries: list[torch.Tensor] = []
-    hooks = [body.embed_tokens.register_forward_hook(lambda _m, _i, out: residuals.append(out[-1].float()))]
+    # The first layer's input is the embedding as the model scales it (Gemma multiplies by sqrt(hidden)).
+    hooks = [body.layers[0].register_forward_pre_hook(lambda _m, args: residuals.append(args[0][-1].float()))]
     for layer in body.layers:
         hooks.append(layer.register_forward_hook(lambda _m, _i, out: residuals.append(out[-1].float())))
     # The rotary module is shared by every layer and called once per layer, in order: its output is (q, k).

@@ -13,8 +13,9 @@ from lucid.layers.attention_metadata import AttentionMetadata, PrefillChunk
 def probe_sequence(model: torch.nn.Module, token_ids: list[int]) -> Probe:
     """Probe the last position of `token_ids` (the query that predicts the token after them)."""
     config = model.config
-    device = model.model.embed_tokens.weight.device
-    dtype = model.model.embed_tokens.weight.dtype
+    # The norm's weight, not the embedding's: a quantized embedding (Q8Embedding) has no float `weight`.
+    device = model.model.norm.weight.device
+    dtype = model.model.norm.weight.dtype
     n = len(token_ids)
     attns = [layer.self_attn for layer in model.model.layers]
     saved = [(a.k_cache, a.v_cache) for a in attns]

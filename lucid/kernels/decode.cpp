@@ -42,9 +42,11 @@ void rms_norm(const float* x, const float* weight, int64_t rows, int64_t width, 
   });
 }
 
-// gate_up rows hold [gate (width) | up (width)]; act = silu(gate) * up = gate * up / (1 + e^-gate).
-void silu_mul(const float* gate_up, int64_t rows, int64_t width, float* act) {
+// gate_up rows hold [gate (width) | up (width)]; act = silu(gate) * up = gate * up / (1 + e^-gate), or with `gelu`
+// gelu_tanh(gate) * up, where gelu_tanh(x) = x (1 + tanh(u)) / 2 = x / (1 + e^-2u), u = sqrt(2/pi) (x + 0.044715 x^3).
+void gated_act_mul(const float* gate_up, int64_t rows, int64_t width, bool gelu, float* act) {
   const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 c1 = _mm512_set1_ps(-2.0f * 0.7978845608028654f), c3 = _mm512_set1_ps(0.044715f);
   at::parallel_for(0, rows, 2, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* g = gate_up + r * 2 * width;
@@ -52,7 +54,10 @@ void silu_mul(const float* gate_up, int64_t rows, int64_t width, float* act) {
       for (int64_t i = 0; i < width; i += 16) {
         const __mmask16 mask = tail_mask(width - i);
         const __m512 gv = _mm512_maskz_loadu_ps(mask, g + i);
-        const __m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv))));
+        // the exponent: -x for SiLU, -2u for GELU-tanh
+        const __m512 neg = gelu ? _mm512_mul_ps(c1, _mm512_fmadd_ps(_mm512_mul_ps(c3, gv), _mm512_mul_ps(gv, gv), gv))
+                                : _mm512_sub_ps(_mm512_setzero_ps(), gv);
+        const __m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp16(neg)));
         _mm512_mask_storeu_ps(act + r * width + i, mask,
                               _mm512_mul_ps(_mm512_mul_ps(gv, sig), _mm512_maskz_loadu_ps(mask, u + i)));
       }
@@ -73,6 +78,17 @@ void rotate(float* x, int64_t heads, int64_t head_dim, const float* cos, const f
   }
 }
 
+// x / rms(x) * weight over each of `heads` vectors of head_dim, in place (Qwen3's and Gemma's q/k norms).
+void head_norm(float* x, int64_t heads, int64_t head_dim, const float* weight, float eps) {
+  for (int64_t h = 0; h < heads; ++h) {
+    float* v = x + h * head_dim;
+    double sum_sq = 0;
+    for (int64_t i = 0; i < head_dim; ++i) sum_sq += static_cast<double>(v[i]) * v[i];
+    const float inv = static_cast<float>(1.0 / std::sqrt(sum_sq / head_dim + eps));
+    for (int64_t i = 0; i < head_dim; ++i) v[i] = v[i] * inv * weight[i];
+  }
+}
+
 // Offset (in elements) of KV head `g`'s vector at position `offset` of pool block `block`, in a layer's pool
 // (slots, kv_heads, head_dim). Position p of a sequence is (table[p / block_size], p % block_size).
 inline int64_t pool_row(int32_t block, int64_t offset, int64_t block_size, int64_t kv_heads, int64_t g,
@@ -80,23 +96,24 @@ inline int64_t pool_row(int32_t block, int64_t offset, int64_t block_size, int64
   return ((static_cast<int64_t>(block) * block_size + offset) * kv_heads + g) * head_dim;
 }
 
-// One sequence's query heads that share KV head `g` (at most 16 of them), attending over its `len` cached positions.
-// q: (group, head_dim) float32, already rotated; out: (group, head_dim).
+// One sequence's query heads that share KV head `g` (at most 16 of them), attending over its cached positions
+// first..len-1 (first > 0 on a sliding-window layer). q: (group, head_dim) float32, already rotated; out: (group, head_dim).
 // Scores are kept as one 16-lane vector per position, lane h for head h, so the softmax runs across positions
 // with one vector op per position and every buffer is walked in order.
 template <typename T, int D>
 void attend_group(const float* q, int64_t group, const T* k_cache, const T* v_cache, int64_t kv_heads, int64_t g,
-                  const int32_t* table, int64_t block_size, int64_t len, float* out) {
+                  const int32_t* table, int64_t block_size, int64_t first, int64_t end, float scale, float* out) {
   constexpr int C = D / 16;  // 16-float chunks of a head: a query, key, value or output row fits in C registers
   constexpr int64_t head_dim = D;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const int64_t len = end - first;  // keys seen; p below counts from `first`
   const __mmask16 heads = tail_mask(group);
   thread_local std::vector<float> scores;  // (len, 16 lanes); reused by each thread across calls
-  thread_local std::vector<int64_t> rows;  // offset of position p's (slot, g) vector in the pool
+  thread_local std::vector<int64_t> rows;  // offset of position first + p's (slot, g) vector in the pool
   scores.resize(len * 16);
   rows.resize(len);
-  for (int64_t b = 0, p = 0; p < len; ++b) {  // block by block: no division per position on this hot path
-    for (int64_t j = 0; j < block_size && p < len; ++j, ++p) rows[p] = pool_row(table[b], j, block_size, kv_heads, g, D);
+  // block by block: no division per position on this hot path
+  for (int64_t b = first / block_size, j = first % block_size, p = 0; p < len; ++b, j = 0) {
+    for (; j < block_size && p < len; ++j, ++p) rows[p] = pool_row(table[b], j, block_size, kv_heads, g, D);
   }
   // The weights streamed since the last step have evicted the pool from cache: fetch rows ahead of use.
   const int64_t row_bytes = head_dim * static_cast<int64_t>(sizeof(T));
@@ -145,15 +162,14 @@ void attend_group(const float* q, int64_t group, const T* k_cache, const T* v_ca
 }
 
 // Rows of one sequence's prompt chunk (n rows at consecutive positions, one block table; row i sees first_len + i
-// keys), the query heads that share KV head `g`. Flash-attention style: one pass over the keys in tiles of 16
+// keys, or only the latest `window` of them when window > 0), the query heads that share KV head `g`. Flash-attention style: one pass over the keys in tiles of 16
 // positions; each tile is converted to float once (K transposed, so a query's 16 scores are plain FMAs) and used by
 // every query of the chunk, which keeps a running max, sum and output row (online softmax).
 template <typename T, int D>
 void attend_chunk(const float* q, int64_t q_stride, int64_t n, int64_t group, const T* k_cache, const T* v_cache,
-                  int64_t kv_heads, int64_t g, const int32_t* table, int64_t block_size, int64_t first_len, float* out,
-                  int64_t out_stride) {
+                  int64_t kv_heads, int64_t g, const int32_t* table, int64_t block_size, int64_t first_len,
+                  int64_t window, float scale, float* out, int64_t out_stride) {
   constexpr int C = D / 16;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const int64_t queries = n * group, len = first_len + n - 1;
   thread_local std::vector<float> qs, acc, top, total;  // per query: scaled query, output row, running max and sum
   qs.resize(queries * D);
@@ -168,7 +184,9 @@ void attend_chunk(const float* q, int64_t q_stride, int64_t n, int64_t group, co
   alignas(64) float kt[D * 16];  // the tile's keys, transposed: kt[d * 16 + j]
   alignas(64) float vt[16 * D];  // the tile's values: vt[j * D + d]
   alignas(64) float weight[16];
-  for (int64_t p0 = 0; p0 < len; p0 += 16) {
+  // row i sees keys [lowest(i), first_len + i)
+  auto lowest = [&](int64_t i) { return window > 0 ? std::max<int64_t>(0, first_len + i - window) : 0; };
+  for (int64_t p0 = lowest(0) / 16 * 16; p0 < len; p0 += 16) {
     const int64_t width = std::min<int64_t>(16, len - p0);
     for (int64_t j = 0; j < 16; ++j) {
       if (j >= width) {  // past the last key: zeros, so masked lanes stay finite
@@ -187,8 +205,9 @@ void attend_chunk(const float* q, int64_t q_stride, int64_t n, int64_t group, co
     }
     for (int64_t i = 0; i < n; ++i) {
       const int64_t visible = std::min<int64_t>(16, first_len + i - p0);  // keys of this tile row i may see
-      if (visible <= 0) continue;
-      const __mmask16 mask = tail_mask(visible);
+      const int64_t skipped = std::max<int64_t>(0, lowest(i) - p0);        // ... past the window's start
+      if (visible <= 0 || skipped >= 16) continue;
+      const __mmask16 mask = tail_mask(visible) & static_cast<__mmask16>(~tail_mask(skipped));
       for (int64_t h = 0; h < group; ++h) {
         const int64_t qi = i * group + h;
         const float* qv = &qs[qi * D];
@@ -209,7 +228,7 @@ void attend_chunk(const float* q, int64_t q_stride, int64_t n, int64_t group, co
         _mm512_store_ps(weight, e);
         __m512 o[C];
         for (int c = 0; c < C; ++c) o[c] = _mm512_mul_ps(_mm512_loadu_ps(&acc[qi * D + c * 16]), _mm512_set1_ps(rescale));
-        for (int64_t j = 0; j < visible; ++j) {
+        for (int64_t j = skipped; j < visible; ++j) {
           const __m512 w = _mm512_set1_ps(weight[j]);
           for (int c = 0; c < C; ++c) o[c] = _mm512_fmadd_ps(w, _mm512_load_ps(vt + j * D + c * 16), o[c]);
         }
@@ -239,7 +258,8 @@ void dispatch_head_dim(int64_t head_dim, F&& f) {
     case 16: return f(std::integral_constant<int, 16>{});
     case 32: return f(std::integral_constant<int, 32>{});
     case 64: return f(std::integral_constant<int, 64>{});
-    default: return f(std::integral_constant<int, 128>{});
+    case 128: return f(std::integral_constant<int, 128>{});
+    default: return f(std::integral_constant<int, 256>{});
   }
 }
 
@@ -285,14 +305,15 @@ void write_kv_and_attend(const FusedLayer& layer, float* qkv, int64_t rows, int6
       const int32_t* table = tables + task.row * max_blocks;
       const int64_t len = context_lens[task.row];
       if (task.n == 1 && (alone == nullptr || alone[task.row])) {
+        const int64_t first = layer.window > 0 ? std::max<int64_t>(0, len - layer.window) : 0;
         dispatch_head_dim(head_dim, [&](auto dim) {
-          attend_group<T, decltype(dim)::value>(q, group, k_cache, v_cache, kv_heads, task.g, table, block_size, len,
-                                                out);
+          attend_group<T, decltype(dim)::value>(q, group, k_cache, v_cache, kv_heads, task.g, table, block_size,
+                                                first, len, layer.scale, out);
         });
       } else {
         dispatch_head_dim(head_dim, [&](auto dim) {
           attend_chunk<T, decltype(dim)::value>(q, qkv_width, task.n, group, k_cache, v_cache, kv_heads, task.g,
-                                                table, block_size, len, out, q_width);
+                                                table, block_size, len, layer.window, layer.scale, out, q_width);
         });
       }
     }
@@ -337,24 +358,51 @@ void PackedLinear::apply(const float* x, int64_t rows, float* y) const {
 }
 
 FusedDecoder::FusedDecoder(int64_t hidden, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
-                           int64_t intermediate, double rms_eps, double rope_theta, const torch::Tensor& final_norm)
+                           int64_t intermediate, double rms_eps, double rope_theta, const torch::Tensor& final_norm,
+                           const std::string& activation)
     : hidden_(hidden), num_heads_(num_heads), num_kv_heads_(num_kv_heads), head_dim_(head_dim),
-      intermediate_(intermediate), rms_eps_(static_cast<float>(rms_eps)), final_norm_(final_norm) {
-  TORCH_CHECK(head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128,
-              "head_dim must be 16, 32, 64 or 128, got ", head_dim);
+      intermediate_(intermediate), rms_eps_(static_cast<float>(rms_eps)), rope_theta_(rope_theta),
+      gelu_(activation == "gelu_tanh"), final_norm_(final_norm) {
+  TORCH_CHECK(head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128 || head_dim == 256,
+              "head_dim must be 16, 32, 64, 128 or 256, got ", head_dim);
+  TORCH_CHECK(activation == "silu" || activation == "gelu_tanh", "activation must be silu or gelu_tanh, got ",
+              activation);
   TORCH_CHECK(num_kv_heads > 0 && num_heads % num_kv_heads == 0 && num_heads / num_kv_heads <= 16,
               "heads must be a multiple of kv heads, at most 16 query heads per kv head");
   check_vector(final_norm, hidden, "final_norm");
-  for (int64_t i = 0; i < head_dim / 2; ++i) inv_freq_.push_back(1.0 / std::pow(rope_theta, 2.0 * i / head_dim));
 }
 
 void FusedDecoder::add_layer(const torch::Tensor& input_norm, const torch::Tensor& post_norm, const LinearSpec& qkv,
                              const LinearSpec& o, const LinearSpec& gate_up, const LinearSpec& down,
-                             const torch::Tensor& k_cache, const torch::Tensor& v_cache) {
+                             const torch::Tensor& k_cache, const torch::Tensor& v_cache, const LayerOptions& options) {
   FusedLayer layer{input_norm, post_norm, PackedLinear(qkv), PackedLinear(o), PackedLinear(gate_up),
                    PackedLinear(down), k_cache, v_cache};
   check_vector(input_norm, hidden_, "input_norm");
   check_vector(post_norm, hidden_, "post_norm");
+  TORCH_CHECK(options.q_norm.has_value() == options.k_norm.has_value(), "q_norm and k_norm come together");
+  if (options.q_norm) {
+    check_vector(*options.q_norm, head_dim_, "q_norm");
+    check_vector(*options.k_norm, head_dim_, "k_norm");
+    layer.q_norm = *options.q_norm;
+    layer.k_norm = *options.k_norm;
+  }
+  if (options.attn_out_norm) {
+    check_vector(*options.attn_out_norm, hidden_, "attn_out_norm");
+    layer.attn_out_norm = *options.attn_out_norm;
+  }
+  if (options.mlp_out_norm) {
+    check_vector(*options.mlp_out_norm, hidden_, "mlp_out_norm");
+    layer.mlp_out_norm = *options.mlp_out_norm;
+  }
+  TORCH_CHECK(options.window >= 0, "window must be >= 0");
+  layer.window = options.window;
+  layer.scale = static_cast<float>(options.scale > 0 ? options.scale : 1.0 / std::sqrt(static_cast<double>(head_dim_)));
+  const double theta = options.rope_theta > 0 ? options.rope_theta : rope_theta_;
+  std::vector<double> inv_freq;
+  for (int64_t i = 0; i < head_dim_ / 2; ++i) inv_freq.push_back(1.0 / std::pow(theta, 2.0 * i / head_dim_));
+  const auto known = std::find(inv_freqs_.begin(), inv_freqs_.end(), inv_freq);
+  layer.rope = known - inv_freqs_.begin();
+  if (known == inv_freqs_.end()) inv_freqs_.push_back(std::move(inv_freq));
   const int64_t q_width = num_heads_ * head_dim_, kv_width = num_kv_heads_ * head_dim_;
   TORCH_CHECK(layer.qkv.k == hidden_ && layer.qkv.n == q_width + 2 * kv_width, "qkv must be (q+2kv, hidden)");
   TORCH_CHECK(layer.o.k == q_width && layer.o.n == hidden_, "o must be (hidden, heads*head_dim)");
@@ -445,13 +493,16 @@ torch::Tensor FusedDecoder::run(const torch::Tensor& hidden, const torch::Tensor
   proj.resize(rows * hidden_);
   gate_up.resize(rows * 2 * intermediate_);
   act.resize(rows * intermediate_);
-  // cos/sin of each row's angles, shared by every layer: (rows, head_dim / 2)
-  std::vector<float> cos(rows * half), sin(rows * half);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t i = 0; i < half; ++i) {
-      const double angle = static_cast<double>(pos.data_ptr<int64_t>()[r]) * inv_freq_[i];
-      cos[r * half + i] = static_cast<float>(std::cos(angle));
-      sin[r * half + i] = static_cast<float>(std::sin(angle));
+  // cos/sin of each row's angles, per rotary base, shared by the layers of that base: (bases, rows, head_dim / 2)
+  const int64_t bases = static_cast<int64_t>(inv_freqs_.size());
+  std::vector<float> cos_all(bases * rows * half), sin_all(bases * rows * half);
+  for (int64_t f = 0; f < bases; ++f) {
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t i = 0; i < half; ++i) {
+        const double angle = static_cast<double>(pos.data_ptr<int64_t>()[r]) * inv_freqs_[f][i];
+        cos_all[(f * rows + r) * half + i] = static_cast<float>(std::cos(angle));
+        sin_all[(f * rows + r) * half + i] = static_cast<float>(std::sin(angle));
+      }
     }
   }
   float* xs = x.data_ptr<float>();
@@ -460,8 +511,14 @@ torch::Tensor FusedDecoder::run(const torch::Tensor& hidden, const torch::Tensor
     const FusedLayer& layer = layers_[l];
     rms_norm(xs, layer.input_norm.data_ptr<float>(), rows, hidden_, rms_eps_, normed.data());
     layer.qkv.apply(normed.data(), rows, qkv.data());
+    const float* cos = &cos_all[layer.rope * rows * half];
+    const float* sin = &sin_all[layer.rope * rows * half];
     for (int64_t r = 0; r < rows; ++r) {
       float* row = qkv.data() + r * qkv_width;
+      if (layer.q_norm.defined()) {
+        head_norm(row, num_heads_, head_dim_, layer.q_norm.data_ptr<float>(), rms_eps_);
+        head_norm(row + q_width, num_kv_heads_, head_dim_, layer.k_norm.data_ptr<float>(), rms_eps_);
+      }
       rotate(row, num_heads_, head_dim_, &cos[r * half], &sin[r * half]);               // q
       rotate(row + q_width, num_kv_heads_, head_dim_, &cos[r * half], &sin[r * half]);  // k
     }
@@ -476,11 +533,19 @@ torch::Tensor FusedDecoder::run(const torch::Tensor& hidden, const torch::Tensor
                                  lens.data_ptr<int32_t>(), block_size, alone, attn.data());
     }
     layer.o.apply(attn.data(), rows, proj.data());
+    if (layer.attn_out_norm.defined()) {
+      rms_norm(proj.data(), layer.attn_out_norm.data_ptr<float>(), rows, hidden_, rms_eps_, normed.data());
+      std::swap(proj, normed);
+    }
     for (int64_t i = 0; i < rows * hidden_; ++i) xs[i] += proj[i];
     rms_norm(xs, layer.post_norm.data_ptr<float>(), rows, hidden_, rms_eps_, normed.data());
     layer.gate_up.apply(normed.data(), rows, gate_up.data());
-    silu_mul(gate_up.data(), rows, intermediate_, act.data());
+    gated_act_mul(gate_up.data(), rows, intermediate_, gelu_, act.data());
     layer.down.apply(act.data(), rows, proj.data());
+    if (layer.mlp_out_norm.defined()) {
+      rms_norm(proj.data(), layer.mlp_out_norm.data_ptr<float>(), rows, hidden_, rms_eps_, normed.data());
+      std::swap(proj, normed);
+    }
     for (int64_t i = 0; i < rows * hidden_; ++i) xs[i] += proj[i];
     if (tap) store_row(tap->residuals + (l + 1) * hidden_, xs + tap->row * hidden_, hidden_);
   }

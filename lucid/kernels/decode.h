@@ -9,6 +9,10 @@
 // together (flash-attention style, one pass over the keys). The runner sends prompt chunks here while their
 // attention work stays below a measured crossover with PyTorch's flash attention.
 // The eager model (lucid/models/qwen2.py) stays the reference: tests check this path against it.
+// Options the layer may take beyond Qwen2's (each off by default, so Qwen2's step does no extra work): a per-head
+// RMSNorm on queries and keys before rotation, an RMSNorm on the attention's and the MLP's outputs before they join
+// the residual (Gemma 3's "sandwich"), a rotary base and a score scale per layer, a sliding window per layer (a
+// query sees only the latest `window` positions, itself included), and GELU-tanh in place of SiLU.
 #pragma once
 
 #include <torch/extension.h>
@@ -36,19 +40,34 @@ struct PackedLinear {
 };
 
 struct FusedLayer {
-  torch::Tensor input_norm, post_norm;  // float32 (hidden,)
+  torch::Tensor input_norm, post_norm;  // float32 (hidden,): before attention, before the MLP
   PackedLinear qkv, o, gate_up, down;   // q|k|v and gate|up concatenated along the output rows
   torch::Tensor k_cache, v_cache;       // (slots, kv_heads, head_dim) float32 or bfloat16, the engine's pool
+  torch::Tensor q_norm, k_norm;         // float32 (head_dim,) or undefined: per-head norms before rotation
+  torch::Tensor attn_out_norm, mlp_out_norm;  // float32 (hidden,) or undefined: norms of each block's output
+  int64_t rope = 0;                     // index of this layer's rotary frequencies in FusedDecoder::inv_freqs_
+  float scale = 0;                      // attention score scale
+  int64_t window = 0;                   // sliding window in positions, 0: attends to the whole context
+};
+
+// What add_layer takes beyond the weights (Python passes None / 0 for "as Qwen2").
+struct LayerOptions {
+  c10::optional<torch::Tensor> q_norm, k_norm, attn_out_norm, mlp_out_norm;
+  double rope_theta = 0;   // 0: the decoder's
+  double scale = 0;        // 0: 1 / sqrt(head_dim)
+  int64_t window = 0;
 };
 
 class FusedDecoder {
  public:
+  // activation: "silu" (SwiGLU) or "gelu_tanh" (Gemma's GeGLU).
   FusedDecoder(int64_t hidden, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, int64_t intermediate,
-               double rms_eps, double rope_theta, const torch::Tensor& final_norm);
+               double rms_eps, double rope_theta, const torch::Tensor& final_norm,
+               const std::string& activation = "silu");
 
   void add_layer(const torch::Tensor& input_norm, const torch::Tensor& post_norm, const LinearSpec& qkv,
                  const LinearSpec& o, const LinearSpec& gate_up, const LinearSpec& down,
-                 const torch::Tensor& k_cache, const torch::Tensor& v_cache);
+                 const torch::Tensor& k_cache, const torch::Tensor& v_cache, const LayerOptions& options = {});
 
   // One call at a time per decoder (its scratch buffers are shared across calls).
   // hidden (M, hidden) embeddings of the step's tokens; positions, slot_mapping int64 (M,);
@@ -81,7 +100,9 @@ class FusedDecoder {
  private:
   int64_t hidden_, num_heads_, num_kv_heads_, head_dim_, intermediate_;
   float rms_eps_;
-  std::vector<double> inv_freq_;  // rotary frequency of each (x[i], x[i + head_dim/2]) pair
+  double rope_theta_;
+  bool gelu_;  // GELU-tanh instead of SiLU in the MLP
+  std::vector<std::vector<double>> inv_freqs_;  // per rotary base: frequency of each (x[i], x[i + head_dim/2]) pair
   torch::Tensor final_norm_;
   std::vector<FusedLayer> layers_;
   struct Scratch {

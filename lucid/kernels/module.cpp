@@ -16,10 +16,26 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   mod.def("q4_dequantize", &lucid::q4_dequantize, "Q4-packed W -> bf16 (N, K)", no_gil);
   mod.def("q8_dequantize", &lucid::q8_dequantize, "Q8-packed W -> bf16 (N, K)", no_gil);
   py::class_<FusedDecoder>(mod, "FusedDecoder")
-      .def(py::init<int64_t, int64_t, int64_t, int64_t, int64_t, double, double, const torch::Tensor&>(),
+      .def(py::init<int64_t, int64_t, int64_t, int64_t, int64_t, double, double, const torch::Tensor&,
+                    const std::string&>(),
            py::arg("hidden"), py::arg("num_heads"), py::arg("num_kv_heads"), py::arg("head_dim"),
-           py::arg("intermediate"), py::arg("rms_eps"), py::arg("rope_theta"), py::arg("final_norm"))
-      .def("add_layer", &FusedDecoder::add_layer)
+           py::arg("intermediate"), py::arg("rms_eps"), py::arg("rope_theta"), py::arg("final_norm"),
+           py::arg("activation") = "silu")
+      .def(
+          "add_layer",
+          [](FusedDecoder& self, const torch::Tensor& input_norm, const torch::Tensor& post_norm,
+             const lucid::LinearSpec& qkv, const lucid::LinearSpec& o, const lucid::LinearSpec& gate_up,
+             const lucid::LinearSpec& down, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
+             c10::optional<torch::Tensor> q_norm, c10::optional<torch::Tensor> k_norm,
+             c10::optional<torch::Tensor> attn_out_norm, c10::optional<torch::Tensor> mlp_out_norm,
+             double rope_theta, double scale, int64_t window) {
+            self.add_layer(input_norm, post_norm, qkv, o, gate_up, down, k_cache, v_cache,
+                           {q_norm, k_norm, attn_out_norm, mlp_out_norm, rope_theta, scale, window});
+          },
+          py::arg("input_norm"), py::arg("post_norm"), py::arg("qkv"), py::arg("o"), py::arg("gate_up"),
+          py::arg("down"), py::arg("k_cache"), py::arg("v_cache"), py::arg("q_norm") = py::none(),
+          py::arg("k_norm") = py::none(), py::arg("attn_out_norm") = py::none(), py::arg("mlp_out_norm") = py::none(),
+          py::arg("rope_theta") = 0.0, py::arg("scale") = 0.0, py::arg("window") = 0)
       .def("forward", &FusedDecoder::forward, py::arg("hidden"), py::arg("positions"), py::arg("slot_mapping"),
            py::arg("block_tables"), py::arg("context_lens"), py::arg("block_size"),
            py::arg("attend_alone") = py::none(), no_gil)

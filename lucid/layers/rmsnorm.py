@@ -20,6 +20,11 @@ class RMSNorm(nn.Module):
         # rounds to x's dtype before the weight multiplies, as HF does.
         return self.weight * F.rms_norm(x, (x.shape[-1],), eps=self.eps)
 
+    def scale_f32(self) -> torch.Tensor:
+        """The factor the normalized x is multiplied by, float32: what the fused C++ step takes as a plain RMSNorm
+        weight (so it needs no second convention)."""
+        return self.weight.detach().float().contiguous()
+
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
 
@@ -30,3 +35,6 @@ class GemmaRMSNorm(RMSNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
         return (normed * (1.0 + self.weight.float())).to(x.dtype)
+
+    def scale_f32(self) -> torch.Tensor:
+        return (1.0 + self.weight.detach().float()).contiguous()  # (1 + w) folded: the kernel sees a plain RMSNorm

@@ -32,6 +32,11 @@ class PreNormDecoderLayer(nn.Module):
         hidden = hidden + self.self_attn(self.input_layernorm(hidden), positions, meta)
         return hidden + self.mlp(self.post_attention_layernorm(hidden))
 
+    def fused_norms(self) -> dict[str, nn.Module]:
+        """The layer's norms by the role the fused C++ step gives them: "input" (before attention), "pre_mlp", and
+        optionally "attn_out" / "mlp_out" (on a block's output before it joins the residual)."""
+        return {"input": self.input_layernorm, "pre_mlp": self.post_attention_layernorm}
+
 
 class DecoderModel(nn.Module):
     """embed_tokens -> layers -> norm. Subclasses build `layers` and may scale the embeddings (Gemma)."""
@@ -49,11 +54,16 @@ class DecoderModel(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.norm = norm
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
-                meta: AttentionMetadata | None = None) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The token embeddings the first layer takes (the fused step starts here too)."""
         hidden = self.embed_tokens(input_ids)
         if self.embed_scale is not None:  # rounded to the activations' dtype first, as HF does
             hidden = hidden * torch.tensor(self.embed_scale, dtype=hidden.dtype)
+        return hidden
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                meta: AttentionMetadata | None = None) -> torch.Tensor:
+        hidden = self.embed(input_ids)
         for layer in self.layers:
             hidden = layer(hidden, positions, meta)
         return self.norm(hidden)
@@ -63,6 +73,9 @@ class CausalLM(nn.Module):
     """model (a DecoderModel) + lm_head. `model_class` is the family's DecoderModel subclass."""
 
     model_class: type[DecoderModel]
+    # The linear layers `-q mixed` stores in int4 (every other one is int8): the MLP's gate/up, where int4 costs
+    # the least quality. A family whose model loses too much there names fewer (lucid.quantize reads this).
+    mixed_int4_layers: tuple[str, ...] = ("gate_proj", "up_proj", "gate_up_proj")
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -91,8 +104,9 @@ class CausalLM(nn.Module):
 
     @classmethod
     def fused_step_blocker(cls, config: ModelConfig) -> str | None:
-        """Why the fused C++ step (lucid/kernels/decode.h: pre-norm layers, plain RoPE, SwiGLU) cannot run this
-        family's model, or None when it can. A family that fits the kernel overrides this."""
+        """Why the fused C++ step (lucid/kernels/decode.h: pre-norm layers with optional q/k and output norms,
+        plain RoPE with a base per layer, optional sliding windows, SwiGLU or GELU-tanh) cannot run this family's
+        model, or None when it can. A family that fits the kernel overrides this."""
         return f"the fused kernel does not implement {cls.__name__}'s layer"
 
 
