@@ -59,6 +59,26 @@ def test_typing_session_reuses_the_cache(server):
     assert seen[-1][3] > seen[0][3] and seen[-1][2] > seen[0][2], seen      # tokens_cached grows with the line
 
 
+def test_one_typed_line_computes_only_the_line(server):
+    """Within one line, everything before the typed text (repo context, prefix and the ~400-token suffix) comes from
+    the cache: lucid's layout puts the typed line after <|fim_middle|>, so a keystroke computes only the line and
+    the last partly filled KV block (llama.cpp's order, with the line before the suffix, recomputes the suffix)."""
+    suffix = SUFFIX + "".join(f"print(area_of_circle({r}.5) + square({r}))\n" for r in range(30))
+    seen = []
+    for typed in ("    r", "    ret", "    retur", "    return m", "    return math.p"):
+        r = httpx.post(f"{server.url}/infill", timeout=600,
+                       json=vscode_body(typed, input_suffix=suffix, n_predict=2, n_cmpl=1, temperature=0)).json()
+        typed_n = len(httpx.post(f"{server.url}/tokenize", json={"prompt": typed}).json()["tokens"])
+        seen.append((r["timings"]["cache_n"], r["timings"]["prompt_n"], r["tokens_evaluated"], r["tokens_cached"],
+                     typed_n))
+    block = 16  # the engine's KV block size: the prefix cache matches whole blocks
+    assert seen[0][2] > 400, seen                                     # the suffix is long: computing it would show
+    for cache_n, prompt_n, evaluated, _, typed_n in seen[1:]:
+        assert prompt_n == evaluated - cache_n <= typed_n + block - 1, seen
+        assert cache_n >= evaluated - typed_n - (block - 1), seen
+    assert [s[3] for s in seen] == sorted(s[3] for s in seen) and seen[-1][3] > seen[0][3], seen
+
+
 def test_continue_fim_text_streamed(server):
     """Continue sends the FIM prompt as text to /v1/completions; FIM tokens must be recognised and stop it."""
     client = server.client(api_key="0")
