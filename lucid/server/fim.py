@@ -3,16 +3,9 @@ the trimming llama.cpp's server applies to long prefixes and suffixes. Token ids
 
 File level (Qwen2.5-Coder's README, OpenAI's `suffix`, Ollama's `suffix`):
     <|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>
-Repo level (/infill: llama.cpp's repo context and trimming, so editors get llama-server's context):
+Repo level (what llama.cpp's /infill sends, so that editors get the same prompt from lucid as from llama-server):
     <|repo_name|>myproject\\n<|file_sep|>{filename}\\n{text} ... <|file_sep|>filename\\n
-    <|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>{prompt}
-
-`prompt` is the current line up to the cursor (llama.vscode, llama.vim). llama.cpp appends it to the prefix; lucid
-starts the middle with it instead, as if the model had generated it. The model reads the same text either way (the
-middle continues the line), but every keystroke changes `prompt`, and in llama.cpp's order the ~500 suffix tokens
-come after it, so a prefix cache misses them on every keystroke. In this order everything before `prompt` stays the
-same while a line is typed: the prefix cache holds it, and a keystroke computes only the typed line
-(docs/BENCHMARKS.md: the quality comparison of both orders and the latency).
+    <|fim_prefix|>{prefix}{prompt}<|fim_suffix|>{suffix}<|fim_middle|>
 """
 
 from __future__ import annotations
@@ -112,26 +105,24 @@ def render_file_level(tokenizer: Tokenizer, tokens: FimTokens, prefix: str, suff
 def render_infill(tokenizer: Tokenizer, tokens: FimTokens, prefix: str, suffix: str, prompt: str = "",
                   extra: Sequence[ExtraChunk] = (), *, n_ctx: int, n_predict: int,
                   n_batch: int = FIM_BATCH) -> FimPrompt:
-    """The /infill prompt: repo-level context first, then the FIM part with `prompt` opening the middle, each
-    trimmed as llama.cpp trims it.
+    """llama.cpp's /infill prompt: repo-level context first, then the FIM part, each trimmed as llama.cpp does.
 
-    The prefix keeps its last 3/4 * n_batch tokens and the suffix its first n_batch/4 - 2 tokens (the text nearest
-    the cursor matters most; llama.cpp also takes len(prompt) off the suffix, which would change the suffix on
-    every keystroke); the extra context fills what the context has left after n_batch and twice n_predict, keeping
-    its end (the most recent chunks)."""
+    The prefix keeps its last 3/4 * n_batch tokens and the suffix its first n_batch/4 - 2 - len(prompt) tokens (the
+    text nearest the cursor matters most); the extra context fills what the context has left after n_batch and
+    twice n_predict, keeping its end (the most recent chunks)."""
     prefix_ids = tokenizer.encode_text(prefix)
     suffix_ids = tokenizer.encode_text(suffix)
     prompt_ids = tokenizer.encode_text(prompt)
     extra_ids = _repo_context(tokenizer, tokens, extra)
 
     prefix_take = min(len(prefix_ids), 3 * (n_batch // 4))
-    suffix_take = min(len(suffix_ids), max(0, n_batch // 4 - 2))
+    suffix_take = min(len(suffix_ids), max(0, n_batch // 4 - (2 + len(prompt_ids))))
     extra_take = min(max(0, n_ctx - n_batch - 2 * max(n_predict, 0)), len(extra_ids))
     truncated = prefix_take < len(prefix_ids) or suffix_take < len(suffix_ids) or extra_take < len(extra_ids)
 
     bos = [tokenizer.bos_token_id] if tokenizer.adds_bos and tokenizer.bos_token_id is not None else []
     ids = [*extra_ids[len(extra_ids) - extra_take:], *bos, tokens.prefix, *prefix_ids[len(prefix_ids) - prefix_take:],
-           tokens.suffix, *suffix_ids[:suffix_take], tokens.middle, *prompt_ids]
+           *prompt_ids, tokens.suffix, *suffix_ids[:suffix_take], tokens.middle]
     return FimPrompt(ids, truncated)
 
 
