@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import statistics
 import subprocess
@@ -81,6 +82,7 @@ class Result:
     prompt_n: list[int] = field(default_factory=list)
     cache_n: list[int] = field(default_factory=list)
     completions: list[int] = field(default_factory=list)
+    predicted_n: list[list[int]] = field(default_factory=list)
     first_ms: float = 0.0
 
     def summary(self) -> dict:
@@ -90,7 +92,9 @@ class Result:
                 "mean_ms": statistics.fmean(lat), "max_ms": lat[-1], "first_request_ms": self.first_ms,
                 "prompt_n_median": statistics.median(self.prompt_n) if self.prompt_n else None,
                 "cache_n_median": statistics.median(self.cache_n) if self.cache_n else None,
-                "completions": sorted(set(self.completions))}
+                "completions": sorted(set(self.completions)),
+                "per_request": {"latency_ms": [round(x) for x in self.latencies_ms], "prompt_n": self.prompt_n,
+                                "cache_n": self.cache_n, "predicted_n": self.predicted_n}}
 
 
 def run_session(name: str, url: str, session: Session) -> Result:
@@ -111,6 +115,7 @@ def run_session(name: str, url: str, session: Session) -> Result:
             timings = items[0].get("timings", {})
             result.prompt_n.append(timings.get("prompt_n", 0))
             result.cache_n.append(timings.get("cache_n", 0))
+            result.predicted_n.append([item.get("tokens_predicted", 0) for item in items])
     return result
 
 
@@ -162,6 +167,7 @@ def main() -> None:
                         help="llama-server's --cache-reuse (llama.vscode recommends 256: it shifts the cached suffix "
                              "instead of recomputing it); 0 turns it off")
     parser.add_argument("--port", type=int, default=8110, help="lucid's port; llama-server gets the next one")
+    parser.add_argument("--lucid-args", default="", help="extra `lucid serve` flags, e.g. '--speculative ngram'")
     parser.add_argument("--skip", action="append", default=[], choices=["lucid", "llama-server"])
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
@@ -176,7 +182,7 @@ def main() -> None:
     if "lucid" not in args.skip:
         url = f"http://127.0.0.1:{args.port}"
         server = Launched([sys.executable, "-m", "lucid", "serve", "--model", str(gguf), "--port", str(args.port),
-                           "--max-model-len", "8192", *threads], url,
+                           "--max-model-len", "8192", *threads, *shlex.split(args.lucid_args)], url,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
         try:
             session.file_tokens = count_tokens(url, args.file.read_text())

@@ -59,6 +59,30 @@ def test_typing_session_reuses_the_cache(server):
     assert seen[-1][3] > seen[0][3] and seen[-1][2] > seen[0][2], seen      # tokens_cached grows with the line
 
 
+def test_one_typed_line_takes_everything_before_it_from_the_cache(server):
+    """Within one line, the repo context and the prefix before the typed text come from the cache: a keystroke
+    computes at most the typed line, the suffix after it (llama.cpp's layout puts the line before the suffix) and
+    the last partly filled KV block. tokens_cached grows with the line."""
+    # ~340 tokens: long enough to show in prompt_n, short enough that llama.cpp's trimming (n_batch/4 - 2 - the
+    # line's tokens) keeps it whole
+    suffix = SUFFIX + "".join(f"print(area_of_circle({r}.5) + square({r}))\n" for r in range(22))
+    suffix_n = len(httpx.post(f"{server.url}/tokenize", json={"prompt": suffix}).json()["tokens"])
+    seen = []
+    for typed in ("    r", "    ret", "    retur", "    return m", "    return math.p"):
+        r = httpx.post(f"{server.url}/infill", timeout=600,
+                       json=vscode_body(typed, input_suffix=suffix, n_predict=2, n_cmpl=1, temperature=0)).json()
+        typed_n = len(httpx.post(f"{server.url}/tokenize", json={"prompt": typed}).json()["tokens"])
+        seen.append((r["timings"]["cache_n"], r["timings"]["prompt_n"], r["tokens_evaluated"], r["tokens_cached"],
+                     typed_n))
+    block = 16  # the engine's KV block size: the prefix cache matches whole blocks
+    before_line = [evaluated - typed_n - suffix_n - 2 for _, _, evaluated, _, typed_n in seen]  # 2: the markers
+    assert 250 < suffix_n < 450 and before_line[0] > 30 and not r["truncated"], (suffix_n, seen)
+    for (cache_n, prompt_n, evaluated, _, typed_n), before in zip(seen[1:], before_line[1:]):
+        assert cache_n >= before - (block - 1), seen                  # everything up to the line was cached
+        assert prompt_n == evaluated - cache_n <= typed_n + suffix_n + 2 + block - 1, seen
+    assert [s[3] for s in seen] == sorted(s[3] for s in seen) and seen[-1][3] > seen[0][3], seen
+
+
 def test_continue_fim_text_streamed(server):
     """Continue sends the FIM prompt as text to /v1/completions; FIM tokens must be recognised and stop it."""
     client = server.client(api_key="0")
