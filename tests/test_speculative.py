@@ -407,3 +407,27 @@ def test_eager_path_verifies_drafts_as_prompt_chunks():
     got, want = run_all(on, PROMPTS, params), run_all(off, PROMPTS, params)
     assert [g.outputs[0].token_ids for g in got] == [w.outputs[0].token_ids for w in want]
     assert on.speculator.num_accepted > 0 and on.blocks.num_used_blocks == 0
+
+
+def test_kept_drafts_are_flagged_in_logprobs_and_the_api_extension():
+    """Each token a verify row kept as a draft carries `drafted` to its logprob and, as `"drafted": true`, to the
+    chat API's logprobs (absent on every other token, so answers without speculation are unchanged)."""
+    from lucid.server.logprobs import chat_logprobs
+
+    on = tiny_engine(tiny_model(), speculative=SPEC)
+    params = SamplingParams(temperature=0, max_tokens=30, ignore_eos=True, logprobs=2)
+    outs = run_all(on, PROMPTS, params)
+    flags = [t.drafted for out in outs for t in out.outputs[0].logprobs]
+    assert sum(flags) == on.speculator.num_accepted > 0 and not all(flags)
+    off = run_all(tiny_engine(tiny_model()), PROMPTS, params)
+    assert not any(t.drafted for out in off for t in out.outputs[0].logprobs)
+
+    class Bytes:
+        def token_bytes(self, token_id: int) -> list[int]:
+            return [token_id % 256]
+
+    items = outs[0].outputs[0].logprobs
+    content = chat_logprobs(items, Bytes(), 2)["content"]
+    assert [entry.get("drafted", False) for entry in content] == [t.drafted for t in items]
+    assert all(entry.get("drafted", True) is True for entry in content)
+    assert set(content[0]) <= {"token", "logprob", "bytes", "top_logprobs", "drafted"}
