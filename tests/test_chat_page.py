@@ -158,6 +158,8 @@ def test_see_inside_shows_api_probabilities(page, server):
     page.check("#inside-toggle", force=True)
     tokens = page.locator(".msg[data-role=assistant] .tok[data-index]")
     assert tokens.count() == 8 and tokens.first.is_visible()
+    # No speculation on this server: no token is marked drafted, and the legend has no line for them.
+    assert page.locator(".tok.drafted[data-index]").count() == 0 and page.locator(".legend-drafted").is_hidden()
     api = httpx.post(f"{server.url}/v1/chat/completions", headers=AUTH, timeout=60, json={
         "model": "tiny", "messages": [{"role": "user", "content": "What is a token?"}], "temperature": 0,
         "max_tokens": 8, "logprobs": True, "top_logprobs": 5}).json()

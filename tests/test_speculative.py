@@ -10,7 +10,7 @@ from lucid.config import EngineConfig
 from lucid.engine.block_manager import BlockManager
 from lucid.engine.scheduler import Scheduler
 from lucid.engine.sequence import Sequence
-from lucid.engine.speculative import SpeculativeConfig, Speculator, find_draft
+from lucid.engine.speculative import SpeculativeConfig, Speculator, best_draft_length, find_draft
 from lucid.fusion import fuse_projections
 from lucid.quantize import quantize_model
 from lucid.sampling_params import SamplingParams
@@ -21,7 +21,9 @@ needs_kernels = pytest.mark.skipif(not kernels.available(), reason=f"lucid kerne
 # Prompts that repeat themselves, so the tail n-gram is found earlier and drafts are proposed.
 PROMPTS = [[1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3], [9, 8, 7, 9, 8, 7, 9, 8], [5] * 21,
            [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3], [10, 11, 12, 13, 10, 11, 12, 13, 10, 11]]
-SPEC = SpeculativeConfig(num_speculative_tokens=5, max_batch_size=64)
+# Rows at no cost: every match is drafted in full, so these tests exercise the verify rows whatever the acceptance.
+FREE_ROWS = dict(row_cost=0.0, verify_cost=0.0)
+SPEC = SpeculativeConfig(num_speculative_tokens=5, max_batch_size=64, **FREE_ROWS)
 
 
 # ---- drafts and flags ----------------------------------------------------------------------------------------
@@ -63,7 +65,8 @@ def test_cli_flags_reach_the_engine_config():
 # ---- bookkeeping (no model) ------------------------------------------------------------------------------------
 def test_scheduler_turns_a_drafting_decode_row_into_a_verify_row_and_trim_hands_back_blocks():
     blocks = BlockManager(num_blocks=8, block_size=4)
-    scheduler = Scheduler(EngineConfig(block_size=4), blocks, Speculator(SpeculativeConfig(num_speculative_tokens=4)))
+    scheduler = Scheduler(EngineConfig(block_size=4), blocks, Speculator(SpeculativeConfig(num_speculative_tokens=4,
+                                                                                         **FREE_ROWS)))
     seq = Sequence("r", 0, [1, 2, 3, 1, 2], SamplingParams(max_tokens=50))
     scheduler.add(seq)
     first = scheduler.schedule()
@@ -79,17 +82,62 @@ def test_scheduler_turns_a_drafting_decode_row_into_a_verify_row_and_trim_hands_
     assert len(seq.block_table) == 2 and blocks.num_used_blocks == 2
 
 
-def test_drafting_steps_down_for_large_batches_and_low_acceptance():
-    speculator = Speculator(SpeculativeConfig(num_speculative_tokens=2, max_batch_size=2, pause_steps=4))
+def test_the_cost_model_drafts_what_pays():
+    # Rows cost 0.15 of a decode step, a verify row 0.05 more: a draft kept 1 time in 10 never pays...
+    assert best_draft_length(0.1, 8, 1, 0.15, 0.05) == 0
+    # ... one kept 1 time in 2 pays for a short draft, one kept 9 times in 10 for every draft allowed.
+    assert 1 <= best_draft_length(0.5, 8, 1, 0.15, 0.05) <= 3
+    assert best_draft_length(0.9, 8, 1, 0.15, 0.05) == 8
+    assert best_draft_length(0.9, 3, 1, 0.15, 0.05) == 3
+    # The batch's own rows share the step: the same drafts pay less beside 8 other sequences.
+    assert best_draft_length(0.5, 8, 8, 0.15, 0.05) < best_draft_length(0.5, 8, 1, 0.15, 0.05)
+    assert best_draft_length(0.05, 8, 1, 0.0, 0.0) == 8     # free rows: any chance of a kept draft pays
+
+
+def generate_with_drafts(speculator: Speculator, seq: Sequence, script: list[int]) -> list[tuple[int, int]]:
+    """Play the engine's part over a known output `script`: each step drafts, keeps the drafts that match the
+    script and emits one token more. Returns (drafted, kept) per step."""
+    steps = []
+    while seq.num_output_tokens < len(script):
+        speculator.begin_step(1)
+        draft = speculator.draft(seq, 100)
+        at = seq.num_output_tokens
+        kept = 0
+        while kept < len(draft) and at + kept + 1 < len(script) and draft[kept] == script[at + kept]:
+            kept += 1
+        for token in script[at:at + kept + 1]:
+            seq.append_token(token)
+        if draft:
+            speculator.record(seq, len(draft), kept)
+        steps.append((len(draft), kept))
+    return steps
+
+
+def test_drafting_steps_down_on_rejections_and_back_up_when_the_text_repeats():
+    # (1, 2) is followed by a new token each time: every draft after it is rejected at once...
+    novel = [t for i in range(3, 23) for t in (1, 2, i)]
+    # ... until the text repeats a stretch of itself, which drafts predict.
+    repeat = novel[-30:] * 2
+    seq = Sequence("r", 0, [1, 2, 100], SamplingParams(max_tokens=500))
+    speculator = Speculator(SpeculativeConfig(num_speculative_tokens=4))
+    steps = generate_with_drafts(speculator, seq, novel)
+    drafting = [drafted for drafted, _ in steps if drafted]
+    assert 1 <= len(drafting) <= 4 and sum(kept for _, kept in steps) == 0   # a few tries, then no more
+    assert seq.spec.rate < 0.2 and seq.spec.shadow                # still looked up each time, scored for free
+    before = speculator.num_drafted
+    steps = generate_with_drafts(speculator, seq, novel + repeat)
+    kept = sum(k for _, k in steps)
+    assert kept >= 30 and len(steps) < 0.6 * len(repeat)         # drafting came back for the copied stretch
+    assert speculator.num_drafted - before < 1.3 * kept           # ... with few rejected drafts on the way
+
+
+def test_drafting_stops_for_large_batches_and_near_max_tokens():
+    speculator = Speculator(SpeculativeConfig(num_speculative_tokens=2, max_batch_size=2, **FREE_ROWS))
     assert speculator.begin_step(2) and not speculator.begin_step(3)
     seq = Sequence("r", 0, [7, 7, 7, 7], SamplingParams(max_tokens=50))
     assert speculator.draft(seq, 10) == [7, 7]
-    speculator.record(seq, 8, 0)                              # a window of 4k drafts, none kept: pause
-    assert speculator.draft(seq, 10) == []
-    for _ in range(4):
-        speculator.begin_step(1)
-    assert speculator.draft(seq, 10) == [7, 7]
-    assert (speculator.num_drafted, speculator.num_accepted) == (8, 0)
+    speculator.record(seq, 2, 2)
+    assert (speculator.num_drafted, speculator.num_accepted) == (2, 2)
     near_end = Sequence("r", 0, [7, 7, 7, 7], SamplingParams(max_tokens=2))
     near_end.append_token(7)
     assert speculator.draft(near_end, 10) == []               # one token left: nothing to draft
@@ -99,7 +147,7 @@ def test_constrained_sequences_are_not_drafted():
     """A draft row would need its own grammar state for its token mask: constrained rows decode one at a time."""
     from lucid.structured.spec import GrammarSpec
 
-    speculator = Speculator(SpeculativeConfig(num_speculative_tokens=2))
+    speculator = Speculator(SpeculativeConfig(num_speculative_tokens=2, **FREE_ROWS))
     assert speculator.begin_step(1)
     free = Sequence("r", 0, [7, 7, 7, 7], SamplingParams(max_tokens=50))
     constrained = Sequence("s", 0, [7, 7, 7, 7], SamplingParams(max_tokens=50, structured=GrammarSpec.regex("7+")))
@@ -238,7 +286,7 @@ BIAS = {45: 3.0, 28: 3.0, 85: 3.0, 63: 3.0}   # peaks the random model's distrib
 def test_sampled_output_distribution_is_unchanged(options):
     """400 seeded samples of 4 tokens each, speculation on and off: each position's token and the first two as a
     pair must look like one distribution (chi-square, p > 1e-3), while drafts are both kept and rejected."""
-    spec = SpeculativeConfig(num_speculative_tokens=3, prompt_lookup_min=1, max_batch_size=64)
+    spec = SpeculativeConfig(num_speculative_tokens=3, prompt_lookup_min=1, max_batch_size=64, **FREE_ROWS)
     on = tiny_engine(quantized_tiny(), speculative=spec, max_num_seqs=64)
     off = tiny_engine(quantized_tiny(), max_num_seqs=64)
     prompt = [45, 28, 85, 63] * 4 + [45]
@@ -319,7 +367,7 @@ def test_real_model_greedy_is_identical_with_speculation_on_and_off():
         group.append(p)
     groups.append(group)
     params = SamplingParams(temperature=0, max_tokens=32)
-    speculator = Speculator(SpeculativeConfig(num_speculative_tokens=6, max_batch_size=64))
+    speculator = Speculator(SpeculativeConfig(num_speculative_tokens=6, max_batch_size=64, **FREE_ROWS))
     saved = engine.speculator, engine.scheduler.speculator
     try:
         engine.speculator = speculator
@@ -340,7 +388,7 @@ def test_trace_marks_the_drafts_the_engine_would_keep():
     from lucid.inspect.trace import TraceStep
     from lucid.inspect.trace_spec import DraftMarker
 
-    marker = DraftMarker(SpeculativeConfig(num_speculative_tokens=3), [1, 2, 3, 4, 1, 2], max_tokens=20)
+    marker = DraftMarker(SpeculativeConfig(num_speculative_tokens=3, **FREE_ROWS), [1, 2, 3, 4, 1, 2], max_tokens=20)
     steps = [TraceStep(i, [], token, "", 0.0, 0.0, 0.0, 1) for i, token in enumerate([3, 4, 9, 5])]
     for step in steps:
         marker.mark(step)
@@ -359,3 +407,27 @@ def test_eager_path_verifies_drafts_as_prompt_chunks():
     got, want = run_all(on, PROMPTS, params), run_all(off, PROMPTS, params)
     assert [g.outputs[0].token_ids for g in got] == [w.outputs[0].token_ids for w in want]
     assert on.speculator.num_accepted > 0 and on.blocks.num_used_blocks == 0
+
+
+def test_kept_drafts_are_flagged_in_logprobs_and_the_api_extension():
+    """Each token a verify row kept as a draft carries `drafted` to its logprob and, as `"drafted": true`, to the
+    chat API's logprobs (absent on every other token, so answers without speculation are unchanged)."""
+    from lucid.server.logprobs import chat_logprobs
+
+    on = tiny_engine(tiny_model(), speculative=SPEC)
+    params = SamplingParams(temperature=0, max_tokens=30, ignore_eos=True, logprobs=2)
+    outs = run_all(on, PROMPTS, params)
+    flags = [t.drafted for out in outs for t in out.outputs[0].logprobs]
+    assert sum(flags) == on.speculator.num_accepted > 0 and not all(flags)
+    off = run_all(tiny_engine(tiny_model()), PROMPTS, params)
+    assert not any(t.drafted for out in off for t in out.outputs[0].logprobs)
+
+    class Bytes:
+        def token_bytes(self, token_id: int) -> list[int]:
+            return [token_id % 256]
+
+    items = outs[0].outputs[0].logprobs
+    content = chat_logprobs(items, Bytes(), 2)["content"]
+    assert [entry.get("drafted", False) for entry in content] == [t.drafted for t in items]
+    assert all(entry.get("drafted", True) is True for entry in content)
+    assert set(content[0]) <= {"token", "logprob", "bytes", "top_logprobs", "drafted"}

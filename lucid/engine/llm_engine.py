@@ -218,7 +218,7 @@ class LLMEngine:
     def _token_logprob(self, token: int, result: SampledToken) -> TokenLogprob:
         text = self.tokenizer.token_text
         top = [TopLogprob(t.token_id, text(t.token_id), t.logprob) for t in (result.top or [])]
-        return TokenLogprob(token, text(token), float(result.logprob), top)
+        return TokenLogprob(token, text(token), float(result.logprob), top, result.drafted)
 
     def _release(self, seq: Sequence) -> None:
         self.scheduler.finish(seq)

@@ -35,6 +35,7 @@ class SampledToken:
     top: list[TopLogprob] | None = None      # raw top alternatives (token text filled in by the engine)
     error: str | None = None                 # set when this row's logits were not finite
     extra: list[SampledToken] | None = None  # further tokens of the same step (kept speculative drafts' successors)
+    drafted: bool = False                    # an n-gram draft the verify row kept (speculative decoding)
 
 
 def kv_bytes_per_token(config: ModelConfig, dtype: torch.dtype) -> int:
@@ -272,13 +273,15 @@ class ModelRunner:
         for item, v in zip(items, verified):
             k = item.seq.params.logprobs
             tokens = []
-            for token, row in zip(v.tokens, v.rows):
+            for j, (token, row) in enumerate(zip(v.tokens, v.rows)):
+                drafted = j < v.num_accepted          # the kept drafts come first, then the one sampled token
                 if k is None:
-                    tokens.append(SampledToken(token))
+                    tokens.append(SampledToken(token, drafted=drafted))
                 else:
                     top_vals, top_ids = logprobs[row].topk(max(k, 1))
                     tokens.append(SampledToken(token, float(logprobs[row, token]), [
-                        TopLogprob(i, "", val) for i, val in zip(top_ids.tolist()[:k], top_vals.tolist()[:k])]))
+                        TopLogprob(i, "", val) for i, val in zip(top_ids.tolist()[:k], top_vals.tolist()[:k])],
+                        drafted=drafted))
             if not all(finite[row] for row in v.rows):
                 tokens = [SampledToken(tokens[0].token_id, error="the model produced non-finite logits for this "
                                                                  "sequence")]

@@ -21,6 +21,7 @@ class TokenLogprob:
     token: str
     logprob: float
     top: list[TopLogprob] = field(default_factory=list)
+    drafted: bool = False   # speculative decoding: an n-gram draft the verify step kept (not sampled on its own)
 
 
 @dataclass

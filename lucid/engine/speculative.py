@@ -1,14 +1,20 @@
-"""N-gram speculative decoding, the bookkeeping half: drafts from a request's own text, and when to stop drafting.
+"""N-gram speculative decoding, the bookkeeping half: drafts from a request's own text, and when they pay.
 
 Pure Python, no torch. A decoding sequence's last few tokens are looked up earlier in its prompt + output; the
 tokens that followed the latest earlier match are the draft (prompt lookup: code edits copy most of their input).
 The scheduler turns a decode row with k drafts into a k+1-token row; one forward verifies them all
 (lucid/engine/spec_verify.py keeps or rejects each draft so the output distribution is unchanged).
 
-Drafting steps down by itself when it does not pay:
+Drafting steps down by itself when it does not pay, decided per sequence and per step by a small cost model:
 - no n-gram of the tail occurs earlier: no draft (the row is a plain decode row);
-- a sequence whose drafts are mostly rejected pauses drafting for a while (doubling each time it fails again);
-- a batch with many decoding sequences is compute-bound already: extra verify rows would cost more than they save.
+- each sequence keeps a running estimate of how often the token after a kept draft is kept too (its drafts'
+  continuation rate, recent outcomes weighing most). A verify row of k drafts emits 1 + a + ... + a^k tokens on
+  average and costs a decode step plus `row_cost` per extra row plus `verify_cost`; the sequence drafts the k that
+  gives the most tokens per unit of step time, and nothing when no k beats a plain decode step;
+- a sequence not drafting still looks its draft up (a C-speed byte search) and scores it against the tokens that
+  then come: free evidence, so drafting resumes the step the text starts copying again;
+- the batch's own rows count in the same model (k more rows slow every row of the step), and past
+  `max_batch_size` decoding sequences a step is compute-bound: no lookups at all.
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ class SpeculativeConfig:
     prompt_lookup_min: int = 2          # shortest tail n-gram looked up
     prompt_lookup_max: int = 4          # longest (tried first: a longer match predicts better)
     max_batch_size: int = 4             # no drafting while more sequences than this decode together
-    min_acceptance: float = 0.3         # a sequence drafting below this acceptance rate pauses
-    pause_steps: int = 8                # first pause, in steps; doubles on each further failure (capped at 256)
+    # The cost model, in units of a one-token decode step (fused step, 2 Zen 4 cores: ~11 ms at 1 row, ~30 ms at
+    # 16; docs/BENCHMARKS.md). Lower them on a machine where extra rows are cheaper (a wide CPU, a GPU).
+    row_cost: float = 0.15              # one more row in the step
+    verify_cost: float = 0.05           # a verify row's fixed extra (its sampling and bookkeeping)
 
     def __post_init__(self) -> None:
         if self.method != "ngram":
@@ -38,13 +46,13 @@ class SpeculativeConfig:
         if not 1 <= self.prompt_lookup_min <= self.prompt_lookup_max:
             raise ValueError("need 1 <= prompt_lookup_min <= prompt_lookup_max, got "
                              f"{self.prompt_lookup_min} and {self.prompt_lookup_max}")
-        if self.max_batch_size < 1 or self.pause_steps < 0 or not 0 <= self.min_acceptance <= 1:
-            raise ValueError("max_batch_size >= 1, pause_steps >= 0 and min_acceptance in [0, 1] are required")
+        if self.max_batch_size < 1 or self.row_cost < 0 or self.verify_cost < 0:
+            raise ValueError("max_batch_size >= 1, row_cost >= 0 and verify_cost >= 0 are required")
 
     @classmethod
     def parse(cls, spec: str | None = None, config_json: str | dict | None = None) -> SpeculativeConfig | None:
         """`ngram` / `ngram:K` (the --speculative flag) and/or a vLLM-like JSON object (--speculative-config:
-        method, num_speculative_tokens, prompt_lookup_min/max, max_batch_size, min_acceptance, pause_steps).
+        method, num_speculative_tokens, prompt_lookup_min/max, max_batch_size, row_cost, verify_cost).
         None when neither asks for speculation."""
         fields: dict = {}
         if spec:
@@ -96,19 +104,63 @@ def find_draft(tokens: list[int], k: int, min_n: int, max_n: int, data: bytes | 
     return []
 
 
+
+
+def best_draft_length(rate: float, k_max: int, batch: int, row_cost: float, verify_cost: float) -> int:
+    """The draft length (0..k_max) that emits the most tokens per unit of step time, for a sequence whose drafts
+    continue with probability `rate`, in a step of `batch` decoding rows. 0: a plain decode row is best."""
+    base = 1 + row_cost * (batch - 1)                 # the step without drafts
+    best_k, best = 0, batch / base                    # tokens per unit time without drafts
+    tokens, term = float(batch), 1.0
+    for k in range(1, k_max + 1):
+        term *= rate
+        tokens += term                                # + rate^k: draft k is kept if all before it were
+        speed = tokens / (base + row_cost * k + verify_cost)
+        if speed > best:
+            best_k, best = k, speed
+    return best_k
+
+
 class SpecState:
     """One sequence's drafting record (lives on the Sequence as `seq.spec`)."""
 
-    __slots__ = ("drafted", "accepted", "paused_until", "pause", "window_drafted", "window_accepted", "data")
+    __slots__ = ("drafted", "accepted", "kept", "missed", "shadow", "shadow_at", "data")
 
-    def __init__(self) -> None:
-        self.drafted = 0
+    def __init__(self, prior_kept: float, prior_missed: float) -> None:
+        self.drafted = 0             # real drafts, and of them kept
         self.accepted = 0
-        self.window_drafted = 0      # since the last acceptance check
-        self.window_accepted = 0
-        self.paused_until = 0        # step number
-        self.pause = 0
+        self.kept = prior_kept       # decayed counts of draft outcomes (real and shadow): a draft kept after the
+        self.missed = prior_missed   # ones before it were kept, and a run ended by a rejected draft
+        self.shadow: list[int] = []  # a draft looked up but not sent (not worth it then), scored as tokens come
+        self.shadow_at = 0           # the position its first token would have taken
         self.data = bytearray()      # the sequence's tokens as int32 bytes, extended as they come
+
+    @property
+    def rate(self) -> float:
+        """Estimated probability that a draft is kept, given the one before it was."""
+        return self.kept / (self.kept + self.missed)
+
+    def learn(self, kept: int, missed: bool, decay: float) -> None:
+        """One draft run's outcome: `kept` drafts kept, then a rejection (missed) or the run's end."""
+        self.kept = self.kept * decay + kept
+        self.missed = self.missed * decay + missed
+
+    def score_shadow(self, tokens: list[int], decay: float) -> None:
+        """Compare the shadow draft with the tokens generated since it was looked up; learn once it is decided."""
+        have = len(tokens) - self.shadow_at
+        if not self.shadow or have <= 0:
+            return
+        n = min(have, len(self.shadow))
+        matched = 0
+        while matched < n and tokens[self.shadow_at + matched] == self.shadow[matched]:
+            matched += 1
+        if matched < n:                          # it would have been rejected at `matched`
+            self.learn(matched, True, decay)
+            self.shadow = []
+        elif matched == len(self.shadow):        # every draft would have been kept
+            self.learn(matched, False, decay)
+            self.shadow = []
+        # else: all so far match and more is to come: keep scoring it next step
 
     def token_bytes(self, tokens: list[int]) -> bytearray:
         have = len(self.data) // 4
@@ -120,36 +172,51 @@ class SpecState:
 class Speculator:
     """Drafts for the scheduler's decode rows, and the record of how they fared."""
 
+    PRIOR_KEPT, PRIOR_MISSED = 1.0, 2.0   # a new sequence's estimate: drafts continue 1 time in 3
+    DECAY = 0.8                           # weight of older draft outcomes per newer one (recent text counts most)
+
     def __init__(self, config: SpeculativeConfig) -> None:
         self.config = config
         self.step = 0
+        self.batch = 1               # decoding sequences in this step
         self.num_drafted = 0         # every drafted token, engine-wide (for /metrics)
         self.num_accepted = 0
 
     def begin_step(self, num_decoding: int) -> bool:
         """Called once per schedule; False when this step's batch is too large to draft at all."""
         self.step += 1
+        self.batch = max(1, num_decoding)
         return num_decoding <= self.config.max_batch_size
 
     def draft(self, seq: Sequence, limit: int) -> list[int]:
-        """At most `limit` draft tokens for a decoding sequence (fewer near max_tokens / the context limit)."""
+        """At most `limit` draft tokens for a decoding sequence (fewer near max_tokens / the context limit):
+        as many as pay by the cost model, or none."""
         state = seq.spec
         if state is None:
-            state = seq.spec = SpecState()
-        if self.step < state.paused_until:
-            return []
+            state = seq.spec = SpecState(self.PRIOR_KEPT, self.PRIOR_MISSED)
         params = seq.params
         if params.structured is not None:
             return []  # a draft row would need its own grammar state for its mask; constrained rows decode one by one
         room = params.max_tokens - seq.num_output_tokens - 1 if params.max_tokens is not None else limit
-        k = min(self.config.num_speculative_tokens, limit, room)
-        if k <= 0:
+        cfg = self.config
+        limit = min(cfg.num_speculative_tokens, limit, room)
+        if limit <= 0:
             return []
-        return find_draft(seq.token_ids, k, self.config.prompt_lookup_min, self.config.prompt_lookup_max,
-                          state.token_bytes(seq.token_ids))
+        tokens = seq.token_ids
+        state.score_shadow(tokens, self.DECAY)
+        k = best_draft_length(state.rate, limit, self.batch, cfg.row_cost, cfg.verify_cost)
+        if k == 0 and state.shadow:
+            return []                            # the last shadow draft is still being scored
+        found = find_draft(tokens, cfg.num_speculative_tokens, cfg.prompt_lookup_min, cfg.prompt_lookup_max,
+                           state.token_bytes(tokens))
+        if k == 0:
+            state.shadow, state.shadow_at = found, len(tokens)
+            return []
+        state.shadow = []
+        return found[:k]
 
     def record(self, seq: Sequence, drafted: int, accepted: int) -> None:
-        """After verification: `accepted` of the `drafted` tokens were kept. Pauses a sequence that keeps failing."""
+        """After verification: `accepted` of the `drafted` tokens were kept."""
         self.num_drafted += drafted
         self.num_accepted += accepted
         state = seq.spec
@@ -157,13 +224,4 @@ class Speculator:
             return
         state.drafted += drafted
         state.accepted += accepted
-        state.window_drafted += drafted
-        state.window_accepted += accepted
-        if state.window_drafted < 4 * self.config.num_speculative_tokens:
-            return
-        if state.window_accepted < self.config.min_acceptance * state.window_drafted:
-            state.pause = min(256, state.pause * 2) if state.pause else self.config.pause_steps
-            state.paused_until = self.step + state.pause
-        else:
-            state.pause = 0
-        state.window_drafted = state.window_accepted = 0
+        state.learn(accepted, accepted < drafted, self.DECAY)

@@ -21,9 +21,12 @@ def _finite(logprob: float) -> float:
 
 
 def chat_logprobs(items: list[TokenLogprob], tokenizer: _ByteTokenizer, top_k: int) -> dict[str, Any]:
+    """OpenAI's chat shape. One lucid extension: `"drafted": true` on a token that speculative decoding drafted
+    (n-gram lookup) and the verify step kept; absent otherwise, so responses without speculation are unchanged
+    (OpenAI clients ignore fields they do not know; the chat page's "See inside" marks these tokens)."""
     content = []
     for item in items:
-        content.append({
+        entry = {
             "token": item.token,
             "logprob": _finite(item.logprob),
             "bytes": tokenizer.token_bytes(item.token_id),
@@ -31,7 +34,10 @@ def chat_logprobs(items: list[TokenLogprob], tokenizer: _ByteTokenizer, top_k: i
                 {"token": alt.token, "logprob": _finite(alt.logprob), "bytes": tokenizer.token_bytes(alt.token_id)}
                 for alt in item.top[:top_k]
             ],
-        })
+        }
+        if item.drafted:
+            entry["drafted"] = True
+        content.append(entry)
     return {"content": content}
 
 

@@ -1,6 +1,8 @@
 // "See inside": an answer as the tokens the model chose, each colored by its probability, with the top
 // alternatives the model weighed at that step shown on hover, focus or tap. Data comes from the API's
-// `logprobs` (logprobs: true, top_logprobs: 5); probability = exp(logprob), as OpenAI defines it.
+// `logprobs` (logprobs: true, top_logprobs: 5); probability = exp(logprob), as OpenAI defines it. With
+// speculative decoding on (`lucid serve --speculative ngram`), a token the n-gram lookup drafted and the model
+// kept carries lucid's extension `"drafted": true` and is marked with a bar on top.
 "use strict";
 
 window.lucid = window.lucid || {};
@@ -24,6 +26,8 @@ window.lucid = window.lucid || {};
     return text.replace(/\t/g, "⇥").replace(/\n/g, "↵\n");
   }
 
+  const DRAFTED = "drafted by n-gram, accepted";
+
   function tokenElement(item, index) {
     const p = Math.exp(item.logprob);
     const span = document.createElement("span");
@@ -35,14 +39,23 @@ window.lucid = window.lucid || {};
     span.dataset.prob = String(p);
     span.style.setProperty("--hue", String(probHue(p)));
     span.textContent = visibleToken(item.token);
-    span.setAttribute("aria-label", `${JSON.stringify(item.token)}, probability ${formatProb(p)}`);
+    span.setAttribute("aria-label", `${JSON.stringify(item.token)}, probability ${formatProb(p)}` +
+      (item.drafted ? `, ${DRAFTED}` : ""));
     if (!item.token.trim()) span.classList.add("space");
+    if (item.drafted) span.classList.add("drafted");
     return span;
   }
 
   // Add the tokens of `items` from `from` on to `container` (called again as each streamed chunk arrives).
+  // The legend's line for drafted tokens shows once the answer has one.
   function appendTokens(container, items, from) {
-    for (let i = from; i < items.length; i++) container.appendChild(tokenElement(items[i], i));
+    let drafted = false;
+    for (let i = from; i < items.length; i++) {
+      container.appendChild(tokenElement(items[i], i));
+      drafted = drafted || items[i].drafted === true;
+    }
+    const line = drafted && container.parentElement && container.parentElement.querySelector(".legend-drafted");
+    if (line) line.hidden = false;
   }
 
   function legend() {
@@ -57,6 +70,16 @@ window.lucid = window.lucid || {};
       box.appendChild(swatch);
     }
     box.appendChild(document.createTextNode(" · hover or tap a token for the alternatives"));
+    const drafted = document.createElement("div");
+    drafted.className = "legend-drafted";
+    drafted.hidden = true;
+    const sample = document.createElement("span");
+    sample.className = "tok swatch drafted";
+    sample.style.setProperty("--hue", String(probHue(0.98)));
+    sample.textContent = "\u00a0";
+    drafted.append(sample, ` ${DRAFTED}: speculative decoding proposed it from the text so far, and one ` +
+      "forward pass checked it was the model's own choice");
+    box.appendChild(drafted);
     return box;
   }
 
@@ -81,6 +104,12 @@ window.lucid = window.lucid || {};
     chosen.textContent = JSON.stringify(item.token);
     head.append("chose ", chosen, ` · p ${formatProb(Math.exp(item.logprob))} · logprob ${item.logprob.toFixed(3)}`);
     pop.appendChild(head);
+    if (item.drafted) {
+      const note = document.createElement("div");
+      note.className = "pop-drafted";
+      note.textContent = `⚡ ${DRAFTED}`;
+      pop.appendChild(note);
+    }
     const table = document.createElement("table");
     for (const alt of item.top_logprobs || []) {
       const p = Math.exp(alt.logprob);
