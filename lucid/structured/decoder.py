@@ -75,14 +75,18 @@ class StructuredDecoder:
             else:
                 work.append((state.matcher, i))
         if work:
-            if self._executor is None:
-                self._executor = llguidance.LLExecutor()
-            _llg_torch().fill_next_token_bitmask_par(self._executor, work, bitmask)
-        self._apply(logits, bitmask.to(logits.device) if logits.device.type != "cpu" else bitmask)
+            _llg_torch().fill_next_token_bitmask_par(self._pool(), work, bitmask)
+        self._apply(logits, bitmask.to(logits.device))
         if self.record_allowed:
             counts = self._unpack(bitmask[rows]).sum(dim=-1).tolist()
             for state, count in zip(states, counts):
                 state.allowed_counts.append(count)
+
+    def _pool(self) -> llguidance.LLExecutor:
+        """llguidance's thread pool for the batched calls, made on the first constrained step."""
+        if self._executor is None:
+            self._executor = llguidance.LLExecutor()
+        return self._executor
 
     def _bitmask_for(self, batch: int) -> torch.Tensor:
         """The first `batch` rows of the reused bitmask (contiguous, as llguidance writes it by pointer)."""
@@ -135,9 +139,7 @@ class StructuredDecoder:
                 lagging.append((state.matcher, output[state.consumed:]))
             state.consumed = len(output)
         if one_each:
-            if self._executor is None:
-                self._executor = llguidance.LLExecutor()
-            self._executor.consume_token_par(one_each)     # a refused token leaves that matcher in its error state
+            self._pool().consume_token_par(one_each)     # a refused token leaves that matcher in its error state
         for matcher, tokens in lagging:
             matcher.consume_tokens(tokens)
         return states
