@@ -175,3 +175,26 @@ def test_save_hf_round_trip(qwen: Tokenizer, tmp_path: Path) -> None:
         assert saved.decode(ids, skip_special_tokens=True) == qwen.decode(ids)
     assert saved.apply_chat_template(REFERENCE_MESSAGES, tokenize=False, add_generation_prompt=True) == REFERENCE_PROMPT
     assert reloaded.eos_token_ids == qwen.eos_token_ids and reloaded.special_token_ids == qwen.special_token_ids
+
+
+def test_openai_shaped_tool_turn_renders_as_transformers_does(qwen: Tokenizer, hf_qwen: Any) -> None:
+    """The second turn of an agent loop as the server receives it (OpenAI's shape: call ids, arguments as a JSON
+    string) renders as transformers renders that turn with the arguments as an object: the call in <tool_call>,
+    the result in <tool_response> inside a user turn."""
+    from lucid.server.protocol import ChatMessage
+
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    openai_messages = [{"role": "user", "content": "Weather in Paris?"},
+                       {"role": "assistant", "content": None, "tool_calls": [call]},
+                       {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature_c": 31}'}]
+    hf_messages = [openai_messages[0],
+                   {"role": "assistant", "content": "", "tool_calls": [
+                       {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+                   {"role": "tool", "content": '{"temperature_c": 31}'}]
+    expected = hf_qwen.apply_chat_template(hf_messages, tools=TOOLS, tokenize=False, add_generation_prompt=True)
+    rendered = qwen.apply_chat_template([ChatMessage(**m).for_template() for m in openai_messages], tools=TOOLS,
+                                        add_generation_prompt=True)
+    assert rendered == expected
+    assert ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>\n'
+            '<|im_start|>user\n<tool_response>\n{"temperature_c": 31}\n</tool_response><|im_end|>\n'
+            '<|im_start|>assistant\n') in rendered

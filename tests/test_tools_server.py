@@ -112,3 +112,25 @@ def test_tool_history_renders_back(client):
 def test_openai_client_raises_bad_request_for_bad_schema(client):
     with pytest.raises(openai.BadRequestError):
         _chat(client, response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": []}})
+
+
+def test_none_never_lets_the_model_open_a_call_even_when_pushed_to(client, tiny_model):
+    """A logit_bias pushes "{" (a bare call's first character): without tools the answer opens with it; with
+    tool_choice "none" the grammar refuses it whatever the bias, and "auto" stays free (it opens with "{" too)."""
+    from lucid.tokenizer import Tokenizer
+
+    [brace] = Tokenizer.from_hf_folder(tiny_model.hf_dir).encode("{")
+    pushed = {"temperature": 0, "max_tokens": 6, "logit_bias": {str(brace): 100}}
+    assert _chat(client, **pushed).choices[0].message.content.startswith("{")
+    auto = _chat(client, tools=[COUNT], tool_choice="auto", **pushed).choices[0]
+    assert auto.message.content.startswith("{") and not auto.message.tool_calls
+    for stream in (False, True):
+        if stream:
+            chunks = list(_chat(client, tools=[COUNT], tool_choice="none", stream=True, **pushed))
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            assert not any(c.choices[0].delta.tool_calls for c in chunks if c.choices)
+        else:
+            choice = _chat(client, tools=[COUNT], tool_choice="none", **pushed).choices[0]
+            assert not choice.message.tool_calls and choice.finish_reason == "length"
+            text = choice.message.content
+        assert text and not text.lstrip().startswith("{"), text

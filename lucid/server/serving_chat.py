@@ -58,8 +58,10 @@ async def create_chat_completion(request: Request, state: ServerState) -> Respon
     model = state.check_model(req.model)
     refuse_unsupported_chat(req)
     tools = chat_tools(req)
-    spec = pick_one(tools.grammar(tags_are_tokens(engine.tokenizer)), response_format_spec(req.response_format),
+    tag_tokens = tags_are_tokens(engine.tokenizer)
+    spec = pick_one(tools.grammar(tag_tokens), response_format_spec(req.response_format),
                     structured_outputs_spec(req.structured_outputs or legacy_guided(req)))
+    spec = spec or tools.no_call_grammar(tag_tokens)
     prompt_ids = render_prompt(engine, req.messages, req.add_generation_prompt is not False, tools.template_tools())
     requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     max_tokens = resolve_max_tokens(requested, None, len(prompt_ids), max_model_len(engine))

@@ -9,7 +9,7 @@ from typing import Any
 from lucid.server.errors import bad_request
 from lucid.server.protocol import ChatCompletionRequest
 from lucid.structured.spec import GrammarSpec
-from lucid.structured.tool_grammar import tool_call_grammar
+from lucid.structured.tool_grammar import no_call_grammar, tool_call_grammar
 
 MAX_TOOLS = 128
 
@@ -32,6 +32,12 @@ class ChatTools:
 
     def template_tools(self) -> list[dict[str, Any]] | None:
         return self.tools if self.active else None
+
+    def no_call_grammar(self, tag_tokens: bool) -> GrammarSpec | None:
+        """tool_choice "none" with tools: the constraint that keeps the model from calling (OpenAI: the model
+        will not call a tool), used when the request has no other output constraint (a JSON schema or regex
+        already rules the call forms out). "auto" is left free."""
+        return no_call_grammar(tag_tokens) if self.tools and self.mode == "none" else None
 
     def grammar(self, tag_tokens: bool) -> GrammarSpec | None:
         """The constraint that forces a call ("required" or a named function), else None. `tag_tokens`: whether

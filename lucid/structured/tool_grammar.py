@@ -1,6 +1,7 @@
-"""The grammar of a forced tool call (tool_choice "required" or a named function) in Qwen2.5's Hermes form:
+"""The grammars of tool_choice in Qwen2.5's Hermes form. A forced call ("required" or a named function):
 <tool_call>, a JSON object {"name": one of the tools, "arguments": valid against that tool's parameters},
-</tool_call>; one call, or several when parallel calls are allowed."""
+</tool_call>; one call, or several when parallel calls are allowed. No call ("none"): any answer but one in a
+form the Hermes parser would read as a call."""
 
 from __future__ import annotations
 
@@ -42,3 +43,15 @@ def tool_call_grammar(functions: list[dict[str, Any]], parallel: bool, tag_token
         raise StructuredOutputError(f"{param}: the tools' schemas are too large ({len(source)} characters)",
                                     param=param)
     return GrammarSpec("lark", source, param)
+
+
+def no_call_grammar(tag_tokens: bool) -> GrammarSpec:
+    """tool_choice "none" with tools: the model may write anything except a call in either form
+    lucid.structured.tool_parser reads as one (and small models write): the <tool_call> tag, and an answer that
+    opens with a bare JSON object (or one in a ```json fence). Where the tag is a token of its own the grammar
+    never allows it (llguidance allows no special token a grammar does not name); where it is text, the text is
+    excluded. A JSON answer in "none" mode is what response_format is for."""
+    excluded = r"\s*(\{|```(json)?\s*\{)(?s:.*)"
+    if not tag_tokens:
+        excluded += "|(?s:.*)" + OPEN + "(?s:.*)"
+    return GrammarSpec("lark", f"start: TEXT\nTEXT: /(?s:.*)/ & ~/{excluded}/\n", "tool_choice")
