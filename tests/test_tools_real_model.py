@@ -68,10 +68,16 @@ def test_weather_question_calls_the_tool_with_valid_arguments(client):
     assert "paris" in arguments["city"].lower()
 
 
+AGENT_SYSTEM = {"role": "system", "content": "You are a helpful assistant. Use the tools when needed, then answer "
+                                           "the user in plain sentences."}
+
+
 def test_two_turn_loop_uses_the_tool_result(client):
-    first = _call(client, messages=ASK_WEATHER, tools=[WEATHER_TOOL]).choices[0].message
+    # An agent framework's loop: its system prompt, the call, the tool's result, the final answer.
+    ask = [AGENT_SYSTEM, *ASK_WEATHER]
+    first = _call(client, messages=ask, tools=[WEATHER_TOOL]).choices[0].message
     call = first.tool_calls[0]
-    messages = [*ASK_WEATHER,
+    messages = [*ask,
                 {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
                 {"role": "tool", "tool_call_id": call.id,
                  "content": json.dumps({"city": "Paris", "temperature_c": 31, "sky": "thunderstorms"})}]
@@ -80,7 +86,8 @@ def test_two_turn_loop_uses_the_tool_result(client):
     final = _call(client, messages=messages, tools=[WEATHER_TOOL], tool_choice="none", max_tokens=80).choices[0]
     assert final.finish_reason == "stop" and not final.message.tool_calls
     text = final.message.content.lower()
-    assert "31" in text or "thunder" in text, text
+    assert "31" in text and "thunder" in text, text
+    assert "{" not in text and "paris" in text, f"not an answer in sentences: {text}"
 
 
 def test_streamed_deltas_reassemble_to_the_non_streamed_call(client):

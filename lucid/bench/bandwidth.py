@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lucid.layers.quantized_embedding import Q8Embedding
+
 
 def measure_bandwidth(threads: int, megabytes: int = 512, repeats: int = 7) -> float:
     """Bytes per second of a large tensor copy on `threads` threads (each byte read once and written once: 2x size);
@@ -57,6 +59,9 @@ def weight_bytes_per_token(model: nn.Module) -> int:
     head_weight = getattr(head, "weight", None)
     lookup_only = {id(m.weight) for m in model.modules()
                    if isinstance(m, nn.Embedding) and m.weight is not head_weight}
+    # A q8 embedding with rows of its own (an untied model's) is looked up too; one reading a tied head's rows
+    # owns no buffers.
+    lookup_only |= {id(b) for m in model.modules() if isinstance(m, Q8Embedding) for b in m.buffers(recurse=False)}
     seen: set[int] = set()
     total = 0
     for tensor in [*model.parameters(), *model.buffers()]:
