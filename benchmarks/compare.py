@@ -228,8 +228,9 @@ def _serve(server: Any, args: argparse.Namespace, extra_body: dict[str, Any] | N
         with server:
             summaries = concurrency_sweep(server.url, args.levels, rounds=args.rounds, input_len=args.serve_input_len,
                                           output_len=args.serve_output_len, extra_body=extra_body)
+            # Other prompts than the greedy sweep's: the same ones would come from the servers' prompt caches.
             sampled = concurrency_sweep(server.url, args.levels, rounds=args.rounds, input_len=args.serve_input_len,
-                                        output_len=args.serve_output_len, extra_body=sampled_body)
+                                        output_len=args.serve_output_len, extra_body=sampled_body, seed=1000)
             peak = server.peak_rss_bytes()
     except Exception as exc:  # a peer that cannot start must not cost the other columns
         print(f"[compare] server failed: {exc}", file=sys.stderr)

@@ -18,12 +18,13 @@ def prompts_for(concurrency: int, rounds: int, minimum: int = 4) -> int:
 def concurrency_sweep(url: str, levels: Sequence[int], *, rounds: int = 2, input_len: int = 128,
                       output_len: int = 128, model: str | None = None, endpoint: str = "completions",
                       extra_body: dict[str, Any] | None = None, api_key: str | None = None,
-                      progress: bool = True) -> dict[int, BenchSummary]:
-    """{concurrency: summary} for each level, in order; each level gets its own prompts (no cache reuse)."""
+                      progress: bool = True, seed: int = 0) -> dict[int, BenchSummary]:
+    """{concurrency: summary} for each level, in order; each level gets its own prompts (no cache reuse). A second
+    sweep on the same server needs another `seed`, or its prompts are the first sweep's, already cached."""
     summaries = {}
     for level in levels:
         result = asyncio.run(benchmark(url, model, num_prompts=prompts_for(level, rounds), input_len=input_len,
                                        output_len=output_len, concurrency=level, endpoint=endpoint, api_key=api_key,
-                                       extra_body=extra_body, seed=level, progress=progress))
+                                       extra_body=extra_body, seed=seed + level, progress=progress))
         summaries[level] = result.summary
     return summaries
