@@ -8,20 +8,19 @@ and renamed into place.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from lucid.errors import ModelLoadError
 from lucid.loader.cache import cache_dir
-from lucid.loader.default_model import DEFAULT_MODEL_FILE, DEFAULT_MODEL_NAME, pull_default_model, sha256_of
-
-_CHUNK = 8 << 20
+from lucid.loader.default_model import (
+    DEFAULT_MODEL_FILE,
+    DEFAULT_MODEL_NAME,
+    assemble_parts,
+    pull_default_model,
+    sha256_of,
+)
 
 
 @dataclass(frozen=True)
@@ -57,27 +56,8 @@ class PackagedModel:
         target = self.path
         if target.is_file() and sha256_of(target) == self.sha256:
             return target
-        parts = self.part_paths()
-        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-        digest = hashlib.sha256()
-        try:
-            total = sum(p.stat().st_size for p in parts)
-            with tmp.open("wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=f"pulling {self.name}",
-                                             file=sys.stderr, disable=not progress) as bar:
-                for part in parts:
-                    with part.open("rb") as f:
-                        while chunk := f.read(_CHUNK):
-                            out.write(chunk)
-                            digest.update(chunk)
-                            bar.update(len(chunk))
-            if digest.hexdigest() != self.sha256:
-                raise ModelLoadError(f"{self.name}: the file assembled from {self.pip} has sha256 "
-                                     f"{digest.hexdigest()}, expected {self.sha256}: reinstall the package(s).")
-            tmp.replace(target)
-        except OSError as exc:
-            raise ModelLoadError(f"{target}: cannot write {self.name} ({exc.strerror or exc}).") from None
-        finally:
-            tmp.unlink(missing_ok=True)
+        assemble_parts(self.part_paths(), target, self.sha256, self.name, f"pulling {self.name}",
+                       f"reinstall {self.pip}", progress)
         return target
 
 

