@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -248,12 +248,15 @@ def _write_hf(folder: Path, config: ModelConfig, weights: dict[str, np.ndarray],
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n")
 
 
-def _write_gguf(path: Path, config: ModelConfig, stored: dict, tok: BackendTokenizer, ids: dict[str, int]) -> None:
+def gguf_writer(path: Path, arch: str, name: str, config: ModelConfig, tok: BackendTokenizer,
+                ids: dict[str, int]) -> Any:
+    """A gguf.GGUFWriter holding a tiny model's hyperparameters, its byte-level BPE vocabulary and the chat template;
+    the caller adds what its family needs more, the tensors, then `finish_gguf`."""
     import gguf
 
     tokens, types, merges = _gguf_vocab(tok)
-    w = gguf.GGUFWriter(str(path), arch="qwen2")
-    w.add_name("Tiny Qwen2")
+    w = gguf.GGUFWriter(str(path), arch=arch)
+    w.add_name(name)
     w.add_block_count(config.num_hidden_layers)
     w.add_context_length(config.max_position_embeddings)
     w.add_embedding_length(config.hidden_size)
@@ -269,17 +272,28 @@ def _write_gguf(path: Path, config: ModelConfig, stored: dict, tok: BackendToken
     w.add_token_types(types)
     w.add_bos_token_id(ids["<|endoftext|>"])
     w.add_eos_token_id(ids["<|im_end|>"])
-    w.add_pad_token_id(ids["<|endoftext|>"])
     w.add_add_bos_token(False)
     w.add_chat_template(CHAT_TEMPLATE)
-    for name, (data, qtype) in stored.items():
-        # F32/F16 arrays carry their type; quantized bytes need it spelled out (the writer derives the shape).
-        raw = None if qtype in ("F32", "F16") else gguf.GGMLQuantizationType[qtype]
-        w.add_tensor(name, data, raw_dtype=raw)
+    return w
+
+
+def finish_gguf(w: Any) -> None:
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def _write_gguf(path: Path, config: ModelConfig, stored: dict, tok: BackendTokenizer, ids: dict[str, int]) -> None:
+    import gguf
+
+    w = gguf_writer(path, "qwen2", "Tiny Qwen2", config, tok, ids)
+    w.add_pad_token_id(ids["<|endoftext|>"])
+    for name, (data, qtype) in stored.items():
+        # F32/F16 arrays carry their type; quantized bytes need it spelled out (the writer derives the shape).
+        raw = None if qtype in ("F32", "F16") else gguf.GGMLQuantizationType[qtype]
+        w.add_tensor(name, data, raw_dtype=raw)
+    finish_gguf(w)
 
 
 @dataclass

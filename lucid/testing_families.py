@@ -98,49 +98,25 @@ def _write_tokenizer(folder: Path, tok: Any, ids: dict[str, int]) -> None:
 
 
 def _write_gguf(path: Path, family: str, reference: Any, lucid_config: Any, tok: Any, ids: dict[str, int]) -> None:
-    import gguf
-
     from lucid.loader.names import hf_to_gguf
     from lucid.models.registry import family_of
-    from lucid.testing import _gguf_vocab
+    from lucid.testing import finish_gguf, gguf_writer
 
     fam = family_of(lucid_config)
     arch = fam.gguf_architecture
     c = lucid_config
-    w = gguf.GGUFWriter(str(path), arch=arch)
-    w.add_name(f"Tiny {family}")
-    w.add_block_count(c.num_hidden_layers)
-    w.add_context_length(c.max_position_embeddings)
-    w.add_embedding_length(c.hidden_size)
-    w.add_feed_forward_length(c.intermediate_size)
-    w.add_head_count(c.num_attention_heads)
-    w.add_head_count_kv(c.num_key_value_heads)
+    w = gguf_writer(path, arch, f"Tiny {family}", c, tok, ids)
     w.add_key_length(c.head_dim)
     w.add_value_length(c.head_dim)
-    w.add_rope_freq_base(c.rope_theta)
-    w.add_layer_norm_rms_eps(c.rms_norm_eps)
     if c.sliding_window:
         w.add_sliding_window(c.sliding_window)
-    tokens, types, merges = _gguf_vocab(tok)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("qwen2")
-    w.add_token_list(tokens)
-    w.add_token_merges(merges)
-    w.add_token_types(types)
-    w.add_bos_token_id(ids["<|endoftext|>"])
-    w.add_eos_token_id(ids["<|im_end|>"])
-    w.add_add_bos_token(False)
-    w.add_chat_template(CHAT_TEMPLATE)
     state = reference.state_dict()
     for name, tensor in state.items():
         if name == "lm_head.weight" and c.tie_word_embeddings:
             continue
         stored = fam.hf_to_gguf_tensor(name, tensor.detach().float(), c)
         w.add_tensor(hf_to_gguf(name, arch), stored.numpy().astype(np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
 
 
 def make_tiny_family(family: str, out_dir: Path, seed: int = 0, rope_scaling: bool = True) -> TinyFamilyModel:
