@@ -42,6 +42,9 @@ class SamplingParams:
     logprobs: int | None = None         # None: no logprobs; k: the chosen token's and k alternatives
     skip_special_tokens: bool = True
     structured: GrammarSpec | None = None   # constrained decoding: JSON schema, regex, choice or grammar
+    # Reuse K/V of runs of at least this many prompt tokens found at other positions in recent sequences (llama.cpp's
+    # --cache-reuse; approximate, see engine/kv_reuse.py). 0: only the exact prefix cache. Editors' FIM requests.
+    cache_reuse: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -91,6 +94,8 @@ class SamplingParams:
                 raise bad("stop", "stop strings must be non-empty strings")
             if len(s) > MAX_STOP_STRING_CHARS:
                 raise bad("stop", f"a stop string is at most {MAX_STOP_STRING_CHARS} characters")
+        if not isinstance(self.cache_reuse, int) or self.cache_reuse < 0:
+            raise bad("cache_reuse", f"must be a non-negative integer, got {self.cache_reuse!r}")
         if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
             raise bad("logprobs", f"top logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.logprobs}")
         if vocab_size is not None:

@@ -16,13 +16,14 @@ def block_hash(previous: int | None, tokens: tuple[int, ...]) -> int:
 
 
 class Block:
-    __slots__ = ("block_id", "ref_count", "hash", "tokens")
+    __slots__ = ("block_id", "ref_count", "hash", "tokens", "generation")
 
     def __init__(self, block_id: int) -> None:
         self.block_id = block_id
         self.ref_count = 0
         self.hash: int | None = None           # set once the block is full and its K/V computed
         self.tokens: tuple[int, ...] = ()
+        self.generation = 0                    # times allocated: K/V remembered elsewhere is valid while unchanged
 
 
 class BlockManager:
@@ -101,6 +102,7 @@ class BlockManager:
             if block.hash is not None and self.cached.get(block.hash) == block_id:
                 del self.cached[block.hash]     # its old contents are about to be overwritten
             block.hash, block.tokens, block.ref_count = None, (), 1
+            block.generation += 1
             seq.block_table.append(block_id)
         return True
 
@@ -114,6 +116,22 @@ class BlockManager:
         seq.block_table = []
         seq.num_computed_tokens = 0
         seq.num_hashed_blocks = 0
+        seq.reused_spans, seq.num_exact_tokens = [], None
+
+    def hold(self, block_ids: list[int]) -> None:
+        """Keep blocks (free ones too) from being handed out until `unhold`; their K/V is being read."""
+        for block_id in block_ids:
+            block = self.blocks[block_id]
+            if block.ref_count == 0:
+                del self.free[block_id]
+            block.ref_count += 1
+
+    def unhold(self, block_ids: list[int]) -> None:
+        for block_id in block_ids:
+            block = self.blocks[block_id]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self.free[block_id] = None
 
     def trim(self, seq: Sequence, num_tokens: int) -> None:
         """Hand back blocks past the first `num_tokens` tokens' (reserved for speculative drafts that were
@@ -129,7 +147,10 @@ class BlockManager:
         """After a step: publish `seq`'s newly full, computed blocks in the prefix cache."""
         if not self.enable_prefix_caching:
             return
-        full = min(seq.num_computed_tokens, seq.num_tokens) // self.block_size
+        computed = min(seq.num_computed_tokens, seq.num_tokens)
+        if seq.num_exact_tokens is not None:   # K/V after a copied span (kv_reuse.py) is approximate: never shared
+            computed = min(computed, seq.num_exact_tokens)
+        full = computed // self.block_size
         for i in range(seq.num_hashed_blocks, full):
             previous = self.blocks[seq.block_table[i - 1]].hash if i else None
             block = self.blocks[seq.block_table[i]]

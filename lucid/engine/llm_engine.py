@@ -13,6 +13,7 @@ import torch
 
 from lucid.config import EngineConfig, ModelConfig
 from lucid.engine.block_manager import BlockManager
+from lucid.engine.kv_reuse import KVReuse
 from lucid.engine.model_runner import ModelRunner, SampledToken
 from lucid.engine.outputs import EngineStats, RequestOutput, TokenLogprob, TopLogprob
 from lucid.engine.recorder import StepRecorder
@@ -47,7 +48,8 @@ class LLMEngine:
                                    self.engine_config.enable_prefix_caching)
         spec = self.engine_config.speculative
         self.speculator = Speculator(spec) if spec is not None else None
-        self.scheduler = Scheduler(self.engine_config, self.blocks, self.speculator)
+        self.scheduler = Scheduler(self.engine_config, self.blocks, self.speculator,
+                                   KVReuse(self.blocks, self.runner.copy_kv))
         self.requests: dict[str, RequestState] = {}
         self.eos_ids = sorted(set(tokenizer.eos_token_ids) | set(model_config.eos_token_ids)
                               | set(_as_list(self.generation_config.get("eos_token_id"))))
@@ -156,7 +158,7 @@ class LLMEngine:
         touched: dict[str, RequestState] = {}
         for item in sched.all:
             seq = item.seq
-            seq.num_computed_tokens += item.num_committed
+            seq.advance(item.num_committed)
             state = self.requests.get(seq.request_id)
             if state is None:
                 continue

@@ -118,6 +118,15 @@ class ModelRunner:
         mask = pos.unsqueeze(0) < torch.tensor(lengths, device=self.device).unsqueeze(1)    # (D, L)
         return decode_slots, mask
 
+    @torch.inference_mode()
+    def copy_kv(self, src_slots: list[int], dst_slots: list[int], shift: int) -> None:
+        """Copy K/V between pool slots for every layer, keys re-rotated `shift` positions on (engine/kv_reuse.py)."""
+        src = torch.tensor(src_slots, device=self.device)
+        dst = torch.tensor(dst_slots, device=self.device)
+        keys = self.k_pool[:, src]                                       # (layers, L, kv_heads, head_dim)
+        self.k_pool[:, dst] = self.model.shift_cached_keys(keys, shift) if shift else keys
+        self.v_pool[:, dst] = self.v_pool[:, src]
+
     def _fused_fits(self, sched: SchedulerOutput) -> bool:
         """Whether the fused C++ step should run this step: always for decode tokens; prompt chunks while their
         attention work stays under FUSED_PREFILL_ATTENTION_BUDGET (past it, the eager path is as fast)."""

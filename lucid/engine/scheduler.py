@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from lucid.config import EngineConfig
 from lucid.engine.block_manager import BlockManager
+from lucid.engine.kv_reuse import KVReuse
 from lucid.engine.sequence import Sequence, SequenceStatus
 from lucid.engine.speculative import Speculator
 
@@ -60,10 +61,12 @@ class SchedulerOutput:
 
 
 class Scheduler:
-    def __init__(self, config: EngineConfig, block_manager: BlockManager, speculator: Speculator | None = None) -> None:
+    def __init__(self, config: EngineConfig, block_manager: BlockManager, speculator: Speculator | None = None,
+                 kv_reuse: KVReuse | None = None) -> None:
         self.config = config
         self.blocks = block_manager
         self.speculator = speculator
+        self.kv_reuse = kv_reuse    # copies K/V at shifted positions for requests that opt in (kv_reuse.py)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
@@ -88,7 +91,7 @@ class Scheduler:
         while queue and budget > 0:
             seq = queue.pop(0)
             is_decode = seq.num_uncomputed_tokens == 1
-            num_tokens = min(seq.num_uncomputed_tokens, budget, 1 if is_decode else prefill_left)
+            num_tokens = min(seq.num_computable_tokens, budget, 1 if is_decode else prefill_left)
             if num_tokens == 0:
                 continue
             draft = self._draft(seq, budget) if drafting and is_decode else []
@@ -121,7 +124,9 @@ class Scheduler:
                 if not self.blocks.can_admit(seq, min(seq.num_tokens, budget, prefill_left)):
                     break
                 self.blocks.admit(seq)
-            num_tokens = min(seq.num_uncomputed_tokens, budget, prefill_left)
+                if self.kv_reuse is not None:
+                    self.kv_reuse.apply(seq, self.running)
+            num_tokens = min(seq.num_computable_tokens, budget, prefill_left)
             if not self.blocks.allocate(seq, seq.num_computed_tokens + num_tokens):
                 self.blocks.release(seq)
                 break
@@ -164,6 +169,8 @@ class Scheduler:
 
     def finish(self, seq: Sequence) -> None:
         """Remove a finished or aborted sequence and free its blocks at once."""
+        if self.kv_reuse is not None:
+            self.kv_reuse.remember(seq)
         self.blocks.release(seq)
         if seq in self.running:
             self.running.remove(seq)

@@ -37,6 +37,10 @@ class Sequence:
         self.stop_reason: int | str | None = None
         self.error: str | None = None
         self.spec = None                        # speculative decoding's record (engine/speculative.SpecState)
+        # Shifted-K/V reuse (engine/kv_reuse.py): prompt spans (start, end) whose K/V was copied, not computed, and
+        # how many leading tokens are exact (only those may enter the prefix cache); None: all of them.
+        self.reused_spans: list[tuple[int, int]] = []
+        self.num_exact_tokens: int | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -53,6 +57,21 @@ class Sequence:
     @property
     def num_uncomputed_tokens(self) -> int:
         return len(self.token_ids) - self.num_computed_tokens
+
+    @property
+    def num_computable_tokens(self) -> int:
+        """Tokens a step may compute from here: up to the next copied span, or to the end."""
+        end = self.reused_spans[0][0] if self.reused_spans else len(self.token_ids)
+        return end - self.num_computed_tokens
+
+    def advance(self, num_tokens: int) -> None:
+        """`num_tokens` more tokens have their K/V in the pool; a copied span reached is skipped over."""
+        self.num_computed_tokens += num_tokens
+        self.skip_reused()
+
+    def skip_reused(self) -> None:
+        while self.reused_spans and self.num_computed_tokens == self.reused_spans[0][0]:
+            self.num_computed_tokens = self.reused_spans.pop(0)[1]
 
     @property
     def is_finished(self) -> bool:

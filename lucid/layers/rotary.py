@@ -71,6 +71,13 @@ class RotaryEmbedding(nn.Module):
         _, cos, sin = self._last
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
 
+    def shift(self, k: torch.Tensor, delta: int) -> torch.Tensor:
+        """Keys already rotated for their positions, (..., head_dim), rotated for positions `delta` further on: a
+        rotation by angle(p) then by angle(delta) is the rotation by angle(p + delta). In float32, cast back."""
+        angles = delta * inverse_frequencies(self.head_dim, self.theta, self.scaling)      # (head_dim/2,) float64
+        angles = torch.cat([angles, angles]).to(device=k.device)                             # (head_dim,)
+        return _rotate(k.float(), angles.cos().float(), angles.sin().float()).to(k.dtype)
+
     def extra_repr(self) -> str:
         scaled = f", scaling={self.scaling.get('rope_type', self.scaling.get('type'))}" if self.scaling else ""
         return f"head_dim={self.head_dim}, theta={self.theta:g}{scaled}"

@@ -102,6 +102,12 @@ class CausalLM(nn.Module):
             hidden = hidden.to(self.lm_head.weight.dtype)
         return self.lm_head(hidden).float()
 
+    def shift_cached_keys(self, keys: torch.Tensor, shift: int) -> torch.Tensor:
+        """Keys as the K/V pool holds them, (layers, L, kv_heads, head_dim), already rotated for their positions,
+        moved `shift` positions on: each layer's RoPE rotates once more by `shift` (engine/kv_reuse.py)."""
+        return torch.stack([layer.self_attn.rotary_emb.shift(keys[i], shift)
+                            for i, layer in enumerate(self.model.layers)])
+
     @classmethod
     def fused_step_blocker(cls, config: ModelConfig) -> str | None:
         """Why the fused C++ step (lucid/kernels/decode.h: pre-norm layers with optional q/k and output norms,

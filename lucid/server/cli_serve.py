@@ -60,6 +60,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {EngineConfig.max_num_batched_tokens})")
     parser.add_argument("--no-prefix-caching", dest="enable_prefix_caching", action="store_false",
                         help="do not share KV blocks between requests with the same prefix")
+    parser.add_argument("--cache-reuse", type=int, default=256, metavar="N",
+                        help="fill-in-the-middle (editor) requests reuse cached K/V of runs of at least N tokens that "
+                             "moved to other positions, as llama.cpp's --cache-reuse (approximate; 0: off; "
+                             "default 256)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="compute threads (default: the CPUs this process may use, cgroup quota included)")
     parser.add_argument("--enforce-eager", action="store_true",
@@ -186,7 +190,10 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     settings = ServerSettings(served_model_names=list(args.served_model_name or []), api_key=args.api_key,
                               allowed_origins=list(args.allowed_origins or []), max_body_bytes=args.max_body_bytes,
-                              host=args.host, port=args.port)
+                              host=args.host, port=args.port, cache_reuse=args.cache_reuse)
+    if args.cache_reuse < 0:
+        print("lucid serve: --cache-reuse must be 0 (off) or a positive number of tokens", file=sys.stderr)
+        return 2
     if args.replicas < 1 or (args.cpus_per_replica is not None and args.cpus_per_replica < 1):
         print("lucid serve: --replicas and --cpus-per-replica must be at least 1", file=sys.stderr)
         return 2

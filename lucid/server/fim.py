@@ -81,6 +81,12 @@ def fim_stop_ids(tokenizer: Tokenizer, prompt_ids: Sequence[int]) -> list[int]:
     return tokens.ids
 
 
+def fim_cache_reuse(tokenizer: Tokenizer, prompt_ids: Sequence[int], setting: int) -> int:
+    """`SamplingParams.cache_reuse` for a prompt: the server's `--cache-reuse` for a FIM prompt (an editor's typing
+    session moves the suffix at every keystroke; engine/kv_reuse.py), 0 (exact prefix caching only) for any other."""
+    return setting if fim_stop_ids(tokenizer, prompt_ids) else 0
+
+
 @dataclass(frozen=True)
 class ExtraChunk:
     """One piece of context from another file (llama.cpp's input_extra item)."""

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from lucid.engine.outputs import RequestOutput
 from lucid.server import sse
 from lucid.server.errors import bad_request
-from lucid.server.fim import FimTokens, fim_stop_ids, no_fim_message, render_infill
+from lucid.server.fim import FimTokens, fim_cache_reuse, fim_stop_ids, no_fim_message, render_infill
 from lucid.server.generation import check_finished, generate, max_model_len, start_all, until_disconnect
 from lucid.server.llamacpp_protocol import InfillRequest, LlamaCppRequest
 from lucid.server.llamacpp_slots import CompletionSlot, Limits
@@ -76,6 +76,7 @@ async def _complete(request: Request, state: ServerState, engine: AsyncEngine, r
     max_tokens = resolve_max_tokens(requested, None, len(prompt_ids), max_model_len(engine), "prompt")
     params = req.sampling_params(max_tokens, fim_stop_ids(engine.tokenizer, prompt_ids),
                                  engine.model_config.vocab_size)
+    params.cache_reuse = fim_cache_reuse(engine.tokenizer, prompt_ids, state.settings.cache_reuse)
     # Like llama-server, which serves one model, answer whatever `model` an editor names (llama.vscode sends its
     # own setting), echoing the served name.
     run = _Run(state.served_names[0], req, params, prompt_ids, truncated, warm_only)

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from lucid.engine.outputs import RequestOutput
 from lucid.server import ollama_models
 from lucid.server.errors import APIError, as_api_error
-from lucid.server.fim import FimTokens, fim_stop_ids, render_file_level
+from lucid.server.fim import FimTokens, fim_cache_reuse, fim_stop_ids, render_file_level
 from lucid.server.generation import check_finished, collect_all, generate, max_model_len, start_all, until_disconnect
 from lucid.server.ollama_errors import OllamaRoute
 from lucid.server.ollama_protocol import ChatRequest, GenerateRequest, OllamaMessage, bad
@@ -154,6 +154,7 @@ async def _run(request: Request, state: ServerState, engine: AsyncEngine, req: G
     max_tokens = resolve_max_tokens(req.num_predict(), None, len(prompt_ids), max_model_len(engine), "prompt")
     params = req.sampling_params(max_tokens, engine.model_config.vocab_size,
                                  fim_stop_ids(engine.tokenizer, prompt_ids))
+    params.cache_reuse = fim_cache_reuse(engine.tokenizer, prompt_ids, state.settings.cache_reuse)
     gen = generate(state, engine, prompt_ids, params, f"ollama-{uuid.uuid4().hex}")
     [first] = await start_all(request, [gen])
     first_at = time.perf_counter_ns()

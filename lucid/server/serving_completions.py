@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from lucid.engine.outputs import CompletionOutput, RequestOutput
 from lucid.server import sse
 from lucid.server.errors import bad_request
-from lucid.server.fim import fim_stop_ids, suffix_prompts
+from lucid.server.fim import fim_cache_reuse, fim_stop_ids, suffix_prompts
 from lucid.server.generation import (
     check_finished,
     collect_all,
@@ -83,6 +83,7 @@ async def create_completion(request: Request, state: ServerState) -> Response:
               for ids in prompts]
     for ids, p in zip(prompts, params, strict=True):
         p.stop_token_ids += [i for i in fim_stop_ids(engine.tokenizer, ids) if i not in p.stop_token_ids]
+        p.cache_reuse = fim_cache_reuse(engine.tokenizer, ids, state.settings.cache_reuse)
     spec = await compile_constraint(engine, structured_outputs_spec(req.structured_outputs or legacy_guided(req)))
     for p in params:
         p.structured = spec

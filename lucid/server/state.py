@@ -32,6 +32,9 @@ class ServerSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     host: str = "127.0.0.1"
     port: int = 8000
+    # FIM requests reuse K/V runs of at least this many tokens at shifted positions (llama.cpp's --cache-reuse,
+    # which llama.vscode asks for; engine/kv_reuse.py). 0: off, exact prefix caching only.
+    cache_reuse: int = 256
 
 
 DEAD_ENGINE_EXIT_DELAY = 1.0  # seconds between the engine loop's death and the process exit (responses flush)
