@@ -59,14 +59,16 @@ def test_typing_session_reuses_the_cache(server):
     assert seen[-1][3] > seen[0][3] and seen[-1][2] > seen[0][2], seen      # tokens_cached grows with the line
 
 
-def test_one_typed_line_takes_everything_before_it_from_the_cache(server):
-    """Within one line, the repo context and the prefix before the typed text come from the cache: a keystroke
-    computes at most the typed line, the suffix after it (llama.cpp's layout puts the line before the suffix) and
-    the last partly filled KV block. tokens_cached grows with the line."""
-    # ~340 tokens: long enough to show in prompt_n, short enough that llama.cpp's trimming (n_batch/4 - 2 - the
-    # line's tokens) keeps it whole
+def test_one_typed_line_computes_only_the_line(server):
+    """Within one line, the repo context and the prefix before the typed text come from the prefix cache, and the
+    suffix after it, which moves with every keystroke (llama.cpp's layout puts the line before the suffix), is copied
+    from the previous request's K/V at its new positions (--cache-reuse, 256 tokens by default): a keystroke computes
+    the typed line, the last partly filled KV block before it, and the final <|fim_middle|>. tokens_cached grows."""
+    # ~340 tokens: over --cache-reuse's 256, and short enough that llama.cpp's trimming (n_batch/4 - 2 - the line's
+    # tokens) keeps it whole
     suffix = SUFFIX + "".join(f"print(area_of_circle({r}.5) + square({r}))\n" for r in range(22))
     suffix_n = len(httpx.post(f"{server.url}/tokenize", json={"prompt": suffix}).json()["tokens"])
+    reused_before = _reused_tokens(server)
     seen = []
     for typed in ("    r", "    ret", "    retur", "    return m", "    return math.p"):
         r = httpx.post(f"{server.url}/infill", timeout=600,
@@ -76,11 +78,18 @@ def test_one_typed_line_takes_everything_before_it_from_the_cache(server):
                      typed_n))
     block = 16  # the engine's KV block size: the prefix cache matches whole blocks
     before_line = [evaluated - typed_n - suffix_n - 2 for _, _, evaluated, _, typed_n in seen]  # 2: the markers
-    assert 250 < suffix_n < 450 and before_line[0] > 30 and not r["truncated"], (suffix_n, seen)
+    assert 256 < suffix_n < 450 and before_line[0] > 30 and not r["truncated"], (suffix_n, seen)
     for (cache_n, prompt_n, evaluated, _, typed_n), before in zip(seen[1:], before_line[1:]):
-        assert cache_n >= before - (block - 1), seen                  # everything up to the line was cached
-        assert prompt_n == evaluated - cache_n <= typed_n + suffix_n + 2 + block - 1, seen
+        assert prompt_n == evaluated - cache_n <= (block - 1) + typed_n + 1, seen   # the suffix was not computed
+        assert cache_n >= before - (block - 1) + suffix_n, seen
     assert [s[3] for s in seen] == sorted(s[3] for s in seen) and seen[-1][3] > seen[0][3], seen
+    assert _reused_tokens(server) - reused_before >= 4 * 256            # each keystroke copied one run of 256+
+
+
+def _reused_tokens(server) -> float:
+    metrics = httpx.get(f"{server.url}/metrics", timeout=60).text
+    [line] = [m for m in metrics.splitlines() if m.startswith("lucid_kv_cache_reused_tokens ")]
+    return float(line.split()[1])
 
 
 def test_continue_fim_text_streamed(server):

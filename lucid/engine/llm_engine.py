@@ -133,6 +133,7 @@ class LLMEngine:
             num_preemptions=self.scheduler.num_preemptions, num_steps=self.num_steps,
             num_draft_tokens=self.speculator.num_drafted if self.speculator else 0,
             num_accepted_tokens=self.speculator.num_accepted if self.speculator else 0,
+            num_reused_tokens=self.scheduler.kv_reuse.num_reused_tokens if self.scheduler.kv_reuse else 0,
         )
 
     # ---- the step --------------------------------------------------------------------------------

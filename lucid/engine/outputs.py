@@ -63,6 +63,7 @@ class EngineStats:
     num_steps: int = 0
     num_draft_tokens: int = 0       # speculative decoding: tokens drafted, and of them kept
     num_accepted_tokens: int = 0
+    num_reused_tokens: int = 0      # prompt tokens whose K/V was copied from other positions (engine/kv_reuse.py)
 
     @property
     def kv_usage(self) -> float:

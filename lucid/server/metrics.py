@@ -44,6 +44,9 @@ class Metrics:
                                   "Speculative decoding: tokens drafted since start (engine counter).", registry=r)
         self.spec_accepted = Gauge("lucid_spec_decode_num_accepted_tokens",
                                    "Speculative decoding: drafted tokens the model kept (engine counter).", registry=r)
+        self.kv_reused = Gauge("lucid_kv_cache_reused_tokens",
+                               "Prompt tokens whose K/V was copied from other positions (--cache-reuse, FIM) since "
+                               "start (engine counter).", registry=r)
         self.in_flight = Gauge("lucid_http_requests_in_flight", "API requests being served.", registry=r)
         self.ready = Gauge("lucid_ready", "1 when the model is loaded and the engine runs, else 0.", registry=r)
         self._state: ServerState | None = None
@@ -68,4 +71,5 @@ class Metrics:
                 self.steps.set(stats.num_steps)
                 self.spec_drafted.set(stats.num_draft_tokens)
                 self.spec_accepted.set(stats.num_accepted_tokens)
+                self.kv_reused.set(stats.num_reused_tokens)
         return generate_latest(self.registry)
