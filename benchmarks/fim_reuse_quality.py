@@ -31,14 +31,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quantization", "-q", default="mixed", help="lucid serve's default on CPU")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--recompute-after-edit", type=int, default=None,
+                        help="override kv_reuse.RECOMPUTE_AFTER_EDIT (tokens computed again after an edit)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     from lucid import LLM, SamplingParams
+    from lucid.engine import kv_reuse
     from lucid.server.fim import FimTokens, render_infill
 
     llm = LLM(quantization=args.quantization, num_threads=args.threads, max_model_len=8192,
               max_prefill_tokens_while_decoding=0)
+    if args.recompute_after_edit is not None:
+        kv_reuse.RECOMPUTE_AFTER_EDIT = args.recompute_after_edit
     tokens = FimTokens.find(llm.tokenizer)
     assert tokens is not None, "the model has no FIM tokens"
     rng = random.Random(args.seed)
@@ -73,7 +78,8 @@ def main() -> None:
         same += exact.split("\n")[0] == reused.split("\n")[0]
         rows.append(row)
     n = len(rows)
-    print(f"{n} cases from lucid/*.py (seed {args.seed}, 256 lines before, 64 after), greedy, -q {args.quantization};"
+    print(f"{n} cases from lucid/*.py (seed {args.seed}, 256 lines before, 64 after), greedy, -q {args.quantization}, "
+          f"RECOMPUTE_AFTER_EDIT {kv_reuse.RECOMPUTE_AFTER_EDIT};"
           f" {reused_tokens} prompt tokens reused in the second completions ({reused_tokens / max(n, 1):.0f} a case)")
     print("| suffix K/V | rest of line exact | first 8 characters |")
     print("|---|---|---|")

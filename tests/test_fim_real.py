@@ -9,6 +9,8 @@ import ollama
 import pytest
 from test_server_support import shared_server
 
+from lucid.engine.kv_reuse import RECOMPUTE_AFTER_EDIT
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 NAME = "Qwen2-0.5B-Instruct"
@@ -63,7 +65,8 @@ def test_one_typed_line_computes_only_the_line(server):
     """Within one line, the repo context and the prefix before the typed text come from the prefix cache, and the
     suffix after it, which moves with every keystroke (llama.cpp's layout puts the line before the suffix), is copied
     from the previous request's K/V at its new positions (--cache-reuse, 256 tokens by default): a keystroke computes
-    the typed line, the last partly filled KV block before it, and the final <|fim_middle|>. tokens_cached grows."""
+    the typed line and the suffix's first RECOMPUTE_AFTER_EDIT tokens, the last partly filled KV block before them,
+    and the final <|fim_middle|>. tokens_cached grows."""
     # ~340 tokens: over --cache-reuse's 256, and short enough that llama.cpp's trimming (n_batch/4 - 2 - the line's
     # tokens) keeps it whole
     suffix = SUFFIX + "".join(f"print(area_of_circle({r}.5) + square({r}))\n" for r in range(22))
@@ -80,10 +83,30 @@ def test_one_typed_line_computes_only_the_line(server):
     before_line = [evaluated - typed_n - suffix_n - 2 for _, _, evaluated, _, typed_n in seen]  # 2: the markers
     assert 256 < suffix_n < 450 and before_line[0] > 30 and not r["truncated"], (suffix_n, seen)
     for (cache_n, prompt_n, evaluated, _, typed_n), before in zip(seen[1:], before_line[1:]):
-        assert prompt_n == evaluated - cache_n <= (block - 1) + typed_n + 1, seen   # the suffix was not computed
-        assert cache_n >= before - (block - 1) + suffix_n, seen
+        # the suffix was not computed, but for the RECOMPUTE_AFTER_EDIT tokens that follow the typed line
+        assert prompt_n == evaluated - cache_n <= (block - 1) + typed_n + RECOMPUTE_AFTER_EDIT + 1, seen
+        assert cache_n >= before - (block - 1) + suffix_n - RECOMPUTE_AFTER_EDIT, seen
     assert [s[3] for s in seen] == sorted(s[3] for s in seen) and seen[-1][3] > seen[0][3], seen
     assert _reused_tokens(server) - reused_before >= 4 * 256            # each keystroke copied one run of 256+
+
+
+def test_a_keystroke_after_reuse_completes_the_new_line_not_the_old(server):
+    """The K/V copied for the moved suffix was computed after the *old* typed line; the tokens right after the edit
+    carry it most and are computed again (kv_reuse.RECOMPUTE_AFTER_EDIT). Copied as they were, the model went on
+    from "return m" ("ath.pi ...") after "return math."."""
+    suffix = SUFFIX + "".join(f"print(area_of_circle({r}.5))\n" for r in range(40))     # ~400 tokens
+    reused_before = _reused_tokens(server)
+    first = httpx.post(f"{server.url}/infill", timeout=600,
+                       json=vscode_body("    return m", input_suffix=suffix, input_extra=[], n_cmpl=1, temperature=0,
+                                        n_predict=8)).json()
+    assert first["content"].startswith("ath"), first["content"]
+    body = vscode_body("    return math.", input_suffix=suffix, input_extra=[], n_cmpl=1, temperature=0, n_predict=8)
+    reused = httpx.post(f"{server.url}/infill", json=body, timeout=600).json()
+    assert _reused_tokens(server) - reused_before >= 256                        # the suffix was copied
+    assert not reused["content"].startswith("ath"), reused["content"]
+    exact = httpx.post(f"{server.url}/infill", json={**body, "cache_prompt": False}, timeout=600).json()
+    assert exact["timings"]["prompt_n"] > 256                                   # no copy: computed again
+    assert reused["content"][:2] == exact["content"][:2], (reused["content"], exact["content"])
 
 
 def _reused_tokens(server) -> float:

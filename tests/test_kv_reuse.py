@@ -8,7 +8,7 @@ import torch
 from engine_fixtures import run_all, tiny_engine
 
 from lucid.engine.block_manager import BlockManager
-from lucid.engine.kv_reuse import KVReuse, Run, find_runs
+from lucid.engine.kv_reuse import RECOMPUTE_AFTER_EDIT, KVReuse, Run, find_runs
 from lucid.engine.sequence import Sequence, SequenceStatus
 from lucid.layers.rotary import RotaryEmbedding
 from lucid.sampling_params import SamplingParams
@@ -47,6 +47,17 @@ def test_shifting_a_rotated_key_equals_rotating_it_at_the_new_position(scaling):
     torch.testing.assert_close(rope.shift(at_p_plus, -37), at_p, atol=1e-4, rtol=1e-4)
 
 
+def test_runs_after_an_edit_lose_their_head_but_exact_ones_do_not():
+    old = list(range(100, 150))
+    after_edit = KVReuse._after_edits([Run(10, 12, 30)], [0] * 12 + old[10:40], old)
+    assert after_edit == [Run(26, 28, 14)]
+    same_before = KVReuse._after_edits([Run(10, 10, 30)], old[:40], old)   # same tokens before, same positions
+    assert same_before == [Run(10, 10, 30)]
+    edited_before = KVReuse._after_edits([Run(10, 10, 30)], [1] + old[1:40], old)
+    assert edited_before == [Run(26, 26, 14)]
+    assert KVReuse._after_edits([Run(10, 12, 16)], [0] * 12 + old[10:26], old) == []
+
+
 # ---- bookkeeping -----------------------------------------------------------------------------------------------
 def _finished(blocks: BlockManager, tokens: list[int], reuse: int = 16) -> Sequence:
     seq = Sequence("old", 0, tokens, SamplingParams(max_tokens=4, cache_reuse=reuse))
@@ -69,18 +80,19 @@ def test_apply_copies_the_run_and_skips_it():
 
     new = Sequence("new", 0, head + [7, 8, 8] + suffix + [5], SamplingParams(max_tokens=4, cache_reuse=16))
     assert blocks.admit(new) == 8                                          # two exact blocks of the head
-    assert reuse.apply(new, running=[]) == 40                              # the suffix, moved 2 on
+    # The suffix moved 2 on; its first RECOMPUTE_AFTER_EDIT tokens follow the edit and are computed again.
+    assert reuse.apply(new, running=[]) == 40 - RECOMPUTE_AFTER_EDIT == 24
     [(src, dst, shift)] = copies
-    assert shift == 2 and len(src) == len(dst) == 40
-    assert src[0] == old_table[9 // 4] * 4 + 9 % 4                        # the suffix's first token in the old blocks
-    assert dst[0] == new.block_table[11 // 4] * 4 + 11 % 4
-    assert new.reused_spans == [(11, 51)] and new.num_exact_tokens == 11 and new.num_cached_tokens == 48
-    assert new.num_computed_tokens == 8 and new.num_computable_tokens == 3  # the typed line, then a jump
-    new.advance(3)
+    assert shift == 2 and len(src) == len(dst) == 24
+    assert src[0] == old_table[25 // 4] * 4 + 25 % 4                      # old position 9 + 16 in the old blocks
+    assert dst[0] == new.block_table[27 // 4] * 4 + 27 % 4
+    assert new.reused_spans == [(27, 51)] and new.num_exact_tokens == 27 and new.num_cached_tokens == 8 + 24
+    assert new.num_computed_tokens == 8 and new.num_computable_tokens == 19  # the typed line and 16, then a jump
+    new.advance(19)
     assert new.num_computed_tokens == 51 and new.num_computable_tokens == 1  # only the last token is left
     new.advance(1)
     blocks.register_computed(new)
-    assert new.num_hashed_blocks == 2                                      # nothing after the copy is shared
+    assert new.num_hashed_blocks == 6                                      # nothing from the copy on is shared
 
 
 def test_a_reallocated_source_is_not_read():
@@ -139,16 +151,16 @@ def test_engine_reuses_a_moved_run_with_rotated_keys():
     old_keys = engine.runner.k_pool.clone()
     old_table = engine.scheduler.kv_reuse.finished[-1].block_table
     [second] = run_all(engine, [head + [11, 12, 13] + suffix + [99]], params)
-    assert engine.scheduler.kv_reuse.num_reused_tokens == 40
-    assert second.num_cached_tokens == 8 + 40 and len(second.outputs[0].token_ids) == 3
+    assert engine.scheduler.kv_reuse.num_reused_tokens == 40 - 16
+    assert second.num_cached_tokens == 8 + 24 and len(second.outputs[0].token_ids) == 3
     # The copied keys are the old ones rotated 2 positions on, layer by layer; the values are the old ones.
     bs = engine.blocks.block_size
     seq_blocks = [engine.blocks.blocks[b] for b in range(engine.blocks.num_blocks)]
     assert all(b.ref_count == 0 for b in seq_blocks)                      # everything released
-    src = [old_table[p // bs] * bs + p % bs for p in range(9, 49)]
+    src = [old_table[p // bs] * bs + p % bs for p in range(25, 49)]
     shifted = engine.model.shift_cached_keys(old_keys[:, src], 2)
     new_table = engine.scheduler.kv_reuse.finished[-1].block_table
-    dst = [new_table[p // bs] * bs + p % bs for p in range(11, 51)]
+    dst = [new_table[p // bs] * bs + p % bs for p in range(27, 51)]
     torch.testing.assert_close(engine.runner.k_pool[:, dst], shifted)
 
 

@@ -76,7 +76,9 @@ async def _complete(request: Request, state: ServerState, engine: AsyncEngine, r
     max_tokens = resolve_max_tokens(requested, None, len(prompt_ids), max_model_len(engine), "prompt")
     params = req.sampling_params(max_tokens, fim_stop_ids(engine.tokenizer, prompt_ids),
                                  engine.model_config.vocab_size)
-    params.cache_reuse = fim_cache_reuse(engine.tokenizer, prompt_ids, state.settings.cache_reuse)
+    # As in llama-server, K/V is reused at shifted positions only for a request that lets its prompt be cached.
+    reuse = state.settings.cache_reuse if req.cache_prompt is not False else 0
+    params.cache_reuse = fim_cache_reuse(engine.tokenizer, prompt_ids, reuse)
     # Like llama-server, which serves one model, answer whatever `model` an editor names (llama.vscode sends its
     # own setting), echoing the served name.
     run = _Run(state.served_names[0], req, params, prompt_ids, truncated, warm_only)
