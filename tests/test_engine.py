@@ -128,3 +128,22 @@ def test_n_completions_and_length():
     assert [c.index for c in out.outputs] == [0, 1, 2]
     assert all(len(c.token_ids) == 5 and c.finish_reason == "length" for c in out.outputs)
     assert len({tuple(c.token_ids) for c in out.outputs}) > 1
+
+
+def test_abort_completion_drops_one_row_and_the_others_go_on():
+    """An editor's n_indent cuts one of n completions: its row leaves the batch at once, the others finish."""
+    engine = tiny_engine()
+    engine.add_request("r", [3, 4, 5, 6, 7], SamplingParams(n=3, temperature=0.8, seed=1, max_tokens=12,
+                                                            ignore_eos=True))
+    for _ in range(3):
+        engine.step()
+    out = engine.abort_completion("r", 1)
+    assert out is not None and not out.finished and out.outputs[1].finish_reason == "abort"
+    assert len(engine.scheduler.running) == 2
+    while engine.has_unfinished():
+        assert len(engine.scheduler.running) <= 2
+        outputs = engine.step()
+    final = outputs[-1]
+    assert final.finished and [len(c.token_ids) for c in final.outputs][::2] == [12, 12]
+    assert len(final.outputs[1].token_ids) < 12 and engine.blocks.num_used_blocks == 0
+    assert engine.abort_completion("r", 0) is None                       # gone: nothing to stop

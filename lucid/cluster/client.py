@@ -137,6 +137,10 @@ class ClusterEngine:
             if not finished:
                 response.cancel()  # the replica aborts the engine request and frees its KV blocks
 
+    def abort_completion(self, request_id: str, index: int) -> None:
+        """One completion's early stop is not sent to the replica: it computes that row until the request ends (what
+        a cut completion costs there is one more row in its steps; the server drops its text either way)."""
+
     def abort_all(self) -> int:
         """Cancel every request in flight (shutdown after the grace period); each gets a 503."""
         request_ids = list(self._in_flight)

@@ -116,6 +116,11 @@ class AsyncEngine:
         self._inbox.put(("abort", request_id))
         self._wake.set()
 
+    def abort_completion(self, request_id: str, index: int) -> None:
+        """Stop one completion of a request at the next step (LLMEngine.abort_completion). Thread-safe."""
+        self._inbox.put(("abort_completion", request_id, index))
+        self._wake.set()
+
     def abort_all(self) -> int:
         """Abort every request in flight (shutdown after the grace period): each gets finish_reason "abort" at the
         next step. Returns how many were aborted. Thread-safe."""
@@ -186,7 +191,8 @@ class AsyncEngine:
                     result, error = None, exc
                 loop.call_soon_threadsafe(_settle, future, result, error)
             else:
-                out = self.engine.abort(command[1])
+                out = (self.engine.abort_completion(command[1], command[2]) if command[0] == "abort_completion"
+                       else self.engine.abort(command[1]))
                 if out is not None:
                     self._publish(out.request_id, out)
         self._stats = self.engine.stats()

@@ -123,6 +123,21 @@ class LLMEngine:
             self._release(c.seq)
         return state.output()
 
+    def abort_completion(self, request_id: str, index: int) -> RequestOutput | None:
+        """Stop one completion of a request (n > 1) whose text the caller has cut (an editor's n_indent): its row
+        leaves the batch, the others go on. The request's output, or None if it is gone."""
+        state = self.requests.get(request_id)
+        if state is None or not 0 <= index < len(state.completions):
+            return None
+        completion = state.completions[index]
+        if not completion.seq.is_finished:
+            completion.seq.finish("abort")
+            completion.finish_text()
+            self._release(completion.seq)
+        if state.finished:
+            del self.requests[request_id]
+        return state.output()
+
     def has_unfinished(self) -> bool:
         return bool(self.requests)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
@@ -81,8 +81,10 @@ async def _complete(request: Request, state: ServerState, engine: AsyncEngine, r
     params.cache_reuse = fim_cache_reuse(engine.tokenizer, prompt_ids, reuse)
     # Like llama-server, which serves one model, answer whatever `model` an editor names (llama.vscode sends its
     # own setting), echoing the served name.
-    run = _Run(state.served_names[0], req, params, prompt_ids, truncated, warm_only)
-    gen = generate(state, engine, prompt_ids, params, f"cmpl-{uuid.uuid4().hex}")
+    request_id = f"cmpl-{uuid.uuid4().hex}"
+    run = _Run(state.served_names[0], req, params, prompt_ids, truncated, warm_only,
+               cut=lambda index: engine.abort_completion(request_id, index))
+    gen = generate(state, engine, prompt_ids, params, request_id)
     [first] = await start_all(request, [gen])
     run.first_token_at = time.perf_counter()
     if req.stream:
@@ -97,7 +99,7 @@ class _Run:
     """One llama.cpp-style request in flight: its completions (slots), timings and response objects."""
 
     def __init__(self, model: str, req: LlamaCppRequest, params: Any, prompt_ids: list[int], truncated: bool,
-                 warm_only: bool) -> None:
+                 warm_only: bool, cut: Callable[[int], None]) -> None:
         self.model = model
         self.req = req
         self.params = params
@@ -108,6 +110,8 @@ class _Run:
         self.first_token_at = self.started
         self.finished_at: float | None = None
         self.cached = 0
+        self.cut = cut   # stops the engine's row of a completion a limit ended while the others go on
+        self.cut_slots: set[int] = set()
         limits = Limits(req.n_indent, req.t_max_predict_ms)
         self.slots = [CompletionSlot(i, limits) for i in range(params.n)]
 
@@ -115,9 +119,15 @@ class _Run:
         self.cached = out.num_cached_tokens
         generating_ms = (time.perf_counter() - self.first_token_at) * 1e3
         for c in out.outputs:
+            if c.index in self.cut_slots:
+                continue    # ended here; the engine's "abort" for it is this server's own
             check_finished(c)
             if not self.warm_only:
-                self.slots[c.index].update(c, generating_ms)
+                slot = self.slots[c.index]
+                slot.update(c, generating_ms)
+                if slot.done and c.finish_reason is None and not out.finished:
+                    self.cut_slots.add(c.index)
+                    self.cut(c.index)   # an editor limit cut it: its row leaves the batch
         if self.warm_only or all(s.done for s in self.slots):
             for slot in self.slots:
                 slot.done = True
