@@ -127,6 +127,25 @@ def test_sources_are_held_while_the_new_sequence_allocates():
     assert blocks.num_free_blocks == 12 - len(new.block_table)
 
 
+def test_reuse_leaves_a_block_for_each_running_sequence():
+    # 22 blocks: 3 for running sequences, 6 held (the copied run's source), 13 free; the new one needs 11
+    blocks = BlockManager(num_blocks=22, block_size=4)
+    reuse = KVReuse(blocks, lambda *a: None)
+    old = _finished(blocks, list(range(100, 140)))
+    reuse.remember(old)
+    blocks.release(old)
+    runners = []
+    for i in range(3):                                                     # 3 blocks held by running sequences
+        runner = Sequence(f"run{i}", 0, [500 + i], SamplingParams())
+        blocks.allocate(runner, 1)
+        runners.append(runner)
+    new = Sequence("new", 0, [1, 2, 3, 4] + list(range(100, 140)) + [9], SamplingParams(cache_reuse=16))
+    blocks.admit(new)
+    assert reuse.apply(new, running=runners) == 0                          # 11 + 3 running > 13 free
+    assert new.block_table == [] and blocks.num_free_blocks == 22 - 3
+    assert reuse.apply(new, running=runners[:2]) > 0                       # 11 + 2 <= 13
+
+
 def test_release_forgets_the_spans():
     blocks = BlockManager(num_blocks=64, block_size=4)
     reuse = KVReuse(blocks, lambda *a: None)

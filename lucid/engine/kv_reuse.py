@@ -135,7 +135,10 @@ class KVReuse:
                        for r in runs for p in range(r.old_start, r.old_start + r.length)})
         self.blocks.hold(held)
         try:
-            if not self.blocks.allocate(seq, last):
+            # Leave a block for each running sequence's next tokens: taking the pool's last blocks here would only
+            # preempt this sequence again at the next step (and copy again when it comes back).
+            if self.blocks.blocks_needed(seq, last) + len(running) > self.blocks.num_free_blocks \
+                    or not self.blocks.allocate(seq, last):
                 return 0
             for run in runs:
                 self.copy_kv(self._slots(source.block_table, run.old_start, run.length),
