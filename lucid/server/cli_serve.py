@@ -1,32 +1,31 @@
 """`lucid serve`: its arguments, and running the app under uvicorn with a graceful drain on SIGTERM / SIGINT.
 
 Also runnable alone: `python -m lucid.server.cli_serve --model DIR --port 8000`.
+
+Importing this module is cheap (no torch, FastAPI or uvicorn): `lucid --help` parses these arguments, and
+`run_serve` pauses the garbage collector before the heavy imports start (lucid.server.startup_gc says why).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
-import time
 from collections.abc import Callable
-from types import FrameType
-from typing import Any
-
-import uvicorn
+from typing import TYPE_CHECKING, Any
 
 from lucid.cli import add_speculative_arguments, speculative_from_args
 from lucid.config import DEFAULT_QUANTIZATION, QUANTIZATION_SCHEMES, EngineConfig, parse_size
-from lucid.server.app import build_app
-from lucid.server.state import DEFAULT_MAX_BODY_BYTES, ServerSettings, ServerState
+from lucid.server import startup_gc
+from lucid.server.settings import DEFAULT_MAX_BODY_BYTES, ServerSettings
+
+if TYPE_CHECKING:
+    from lucid.server.state import ServerState
 
 logger = logging.getLogger("lucid.server")
 
 CPU_MAX_MODEL_LEN = 8192   # a CPU cannot use a 32k context in reasonable time; a GPU gets the model's own
 GPU_MAX_MODEL_LEN = 32768
-ABORT_SETTLE_SECONDS = 2.0  # after the grace period: time for aborted requests to send their last bytes
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,54 +100,6 @@ def engine_config_from_args(args: argparse.Namespace, device: str = "cpu") -> En
     return EngineConfig(**limits)
 
 
-class DrainingServer(uvicorn.Server):
-    """uvicorn, but the first SIGTERM/SIGINT drains: new requests get 503 while those in flight finish (up to a
-    grace period), then the server stops and the process exits 0. A second signal stops at once."""
-
-    def __init__(self, config: uvicorn.Config, state: ServerState, grace: float) -> None:
-        super().__init__(config)
-        self.state = state
-        self.grace = grace
-        self.exit_code = 0
-        self._draining = False
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        # Unlike uvicorn's handler, the signal is not recorded: uvicorn would re-raise it after shutdown, and the
-        # process would die by the signal instead of exiting 0.
-        if self._draining:
-            self.should_exit = self.force_exit = True
-            return
-        if self.state.phase != "ready":  # loading or failed: nothing to drain
-            self.should_exit = True
-            return
-        self._draining = True
-        self.state.start_draining()
-        logger.info("Received %s: refusing new requests, letting %d in flight finish (up to %.0f s)",
-                    signal.Signals(sig).name, self.state.in_flight, self.grace)
-        threading.Thread(target=self._drain, name="lucid-drain", daemon=True).start()
-
-    def _drain(self) -> None:
-        self._wait_in_flight(self.grace)
-        if self.state.in_flight > 0:
-            # Aborted requests end cleanly (a 503, or a stream's error event and [DONE]) rather than being cut off
-            # mid-response when uvicorn closes their connections.
-            aborted = self.state.engine.abort_all() if self.state.engine is not None else 0
-            logger.warning("Grace period over: aborting %d engine request(s) of the %d HTTP request(s) in flight",
-                           aborted, self.state.in_flight)
-            self._wait_in_flight(ABORT_SETTLE_SECONDS)
-        self.should_exit = True
-
-    def _wait_in_flight(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while self.state.in_flight > 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-    def fail(self) -> None:
-        """Stop with exit code 1 (the model could not be loaded)."""
-        self.exit_code = 1
-        self.should_exit = True
-
-
 def _loader(args: argparse.Namespace) -> Callable[[], Any]:
     def load() -> Any:
         import torch  # heavy: imported in the loading thread, while /health already answers 503
@@ -164,8 +115,21 @@ def _loader(args: argparse.Namespace) -> Callable[[], Any]:
     return load
 
 
+def _resuming_gc(load: Callable[[], Any]) -> Callable[[], Any]:
+    """`load`, then the garbage collector back on (run_serve paused it for the start-up), loaded or not."""
+    def load_then_resume() -> Any:
+        try:
+            return load()
+        finally:
+            startup_gc.resume()
+
+    return load_then_resume
+
+
 def _cluster_state(args: argparse.Namespace, settings: ServerSettings) -> ServerState | None:
     """The server's state with Ray Serve replicas as its engine (lucid.cluster), or None when Ray is missing."""
+    from lucid.server.state import ServerState
+
     try:
         from lucid.cluster.launch import cluster_loader
         from lucid.cluster.metrics import register_replica_metrics
@@ -175,7 +139,8 @@ def _cluster_state(args: argparse.Namespace, settings: ServerSettings) -> Server
         return None
     device = args.device or "cpu"
     quantization = args.quantization or (DEFAULT_QUANTIZATION if device == "cpu" else "none")
-    state = ServerState(cluster_loader(args, engine_config_from_args(args, device), quantization, device), settings)
+    loader = cluster_loader(args, engine_config_from_args(args, device), quantization, device)
+    state = ServerState(_resuming_gc(loader), settings)
     register_replica_metrics(state)
     return state
 
@@ -197,14 +162,22 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.replicas < 1 or (args.cpus_per_replica is not None and args.cpus_per_replica < 1):
         print("lucid serve: --replicas and --cpus-per-replica must be at least 1", file=sys.stderr)
         return 2
+    startup_gc.pause()  # until the engine is loaded (_resuming_gc), or the process ends
+    import uvicorn
+
+    from lucid.server.app import build_app
+    from lucid.server.draining import DrainingServer
+    from lucid.server.state import ServerState
+
     if args.replicas > 1 or args.ray_address:
         state = _cluster_state(args, settings)
         if state is None:
             return 2
     else:
-        state = ServerState(_loader(args), settings)
+        state = ServerState(_resuming_gc(_loader(args)), settings)
     config = uvicorn.Config(build_app(state), host=args.host, port=args.port, log_level=args.log_level,
                             timeout_graceful_shutdown=1)
+    startup_gc.freeze_imports()  # torch's, FastAPI's and lucid's modules: never worth scanning again
     server = DrainingServer(config, state, grace=args.shutdown_timeout)
     state.on_fatal = server.fail
     server.run()

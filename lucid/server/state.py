@@ -10,32 +10,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lucid.server.errors import model_not_found, unavailable
 from lucid.server.metrics import Metrics
+from lucid.server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from lucid.engine.async_engine import AsyncEngine
 
 logger = logging.getLogger("lucid.server")
-
-DEFAULT_MAX_BODY_BYTES = 8 << 20  # 8 MiB: a full 32k-token prompt as token ids is well under 1 MiB
-
-
-@dataclass
-class ServerSettings:
-    served_model_names: list[str] = field(default_factory=list)  # empty: the engine's own short name
-    api_key: str | None = None
-    allowed_origins: list[str] = field(default_factory=list)      # empty: CORS off
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    host: str = "127.0.0.1"
-    port: int = 8000
-    # FIM requests reuse K/V runs of at least this many tokens at shifted positions (llama.cpp's --cache-reuse,
-    # which llama.vscode asks for; engine/kv_reuse.py). 0: off, exact prefix caching only.
-    cache_reuse: int = 256
-
 
 DEAD_ENGINE_EXIT_DELAY = 1.0  # seconds between the engine loop's death and the process exit (responses flush)
 
