@@ -1,0 +1,69 @@
+"""`lucid serve`'s start-up: the garbage collector paused while it starts and back on once the engine is loaded
+(lucid.server.startup_gc), and a command-line module that imports nothing heavy before that pause."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from lucid.server import startup_gc
+from lucid.server.cli_serve import _resuming_gc
+
+
+@pytest.fixture(autouse=True)
+def restore_gc() -> Iterator[None]:
+    was_enabled = gc.isenabled()
+    yield
+    startup_gc.resume()
+    if was_enabled:
+        gc.enable()
+    else:
+        gc.disable()
+
+
+def test_pause_stops_automatic_collections_until_resume() -> None:
+    gc.enable()
+    startup_gc.pause()
+    assert not gc.isenabled()
+    startup_gc.resume()
+    assert gc.isenabled()
+
+
+def test_resume_leaves_a_collector_it_did_not_pause_alone() -> None:
+    gc.disable()           # someone else's choice (an embedding application, a profiler)
+    startup_gc.pause()
+    startup_gc.resume()
+    assert not gc.isenabled()
+    gc.enable()
+    startup_gc.resume()    # never paused: nothing to undo
+    assert gc.isenabled()
+
+
+def test_the_loader_resumes_collections_after_loading_and_after_failing() -> None:
+    gc.enable()
+    startup_gc.pause()
+    seen_during_load = []
+    engine = _resuming_gc(lambda: seen_during_load.append(gc.isenabled()) or "engine")()
+    assert engine == "engine" and seen_during_load == [False] and gc.isenabled()
+
+    def broken() -> None:
+        raise RuntimeError("no such model")
+
+    startup_gc.pause()
+    with pytest.raises(RuntimeError, match="no such model"):
+        _resuming_gc(broken)()
+    assert gc.isenabled()
+
+
+def test_the_serve_command_line_imports_nothing_heavy() -> None:
+    # run_serve pauses the collector before FastAPI, uvicorn and torch are imported; importing the module that
+    # defines it (as `lucid --help` and `python -m lucid.server.cli_serve` do) must not have imported them already.
+    code = ("import sys, lucid.cli, lucid.server.cli_serve\n"
+            "lucid.cli.build_parser()\n"
+            "print(sorted(m for m in ('torch', 'fastapi', 'uvicorn', 'pydantic', 'numpy') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
