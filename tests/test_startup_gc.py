@@ -60,10 +60,12 @@ def test_the_loader_resumes_collections_after_loading_and_after_failing() -> Non
 
 
 def test_the_serve_command_line_imports_nothing_heavy() -> None:
-    # run_serve pauses the collector before FastAPI, uvicorn and torch are imported; importing the module that
-    # defines it (as `lucid --help` and `python -m lucid.server.cli_serve` do) must not have imported them already.
+    # run_serve pauses the collector before FastAPI, uvicorn and torch are imported; building the command line
+    # (`lucid serve` builds every subcommand's arguments) must not have imported them, nor `lucid bench`'s httpx
+    # and rich, already.
     code = ("import sys, lucid.cli, lucid.server.cli_serve\n"
             "lucid.cli.build_parser()\n"
-            "print(sorted(m for m in ('torch', 'fastapi', 'uvicorn', 'pydantic', 'numpy') if m in sys.modules))")
+            "heavy = ('torch', 'fastapi', 'uvicorn', 'pydantic', 'numpy', 'httpx', 'rich')\n"
+            "print(sorted(m for m in heavy if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"

@@ -1,12 +1,25 @@
-"""Serving benchmarks: `lucid bench`, and the measuring core the scripts in benchmarks/ reuse."""
+"""Serving benchmarks: `lucid bench`, and the measuring core the scripts in benchmarks/ reuse.
 
-from lucid.bench.client import Target
-from lucid.bench.prompts import BenchRequest, make_requests
-from lucid.bench.runner import BenchResult, benchmark, run_benchmark, served_model
-from lucid.bench.server import ServerProcess, lucid_server
-from lucid.bench.stats import BenchSummary, Distribution, RequestResult, percentile, summarize
+The names below are imported on first use (httpx and the rest load only then): `lucid serve` builds the whole
+command line, `lucid bench`'s arguments included, and should not pay for them.
+"""
 
-__all__ = [
-    "BenchRequest", "BenchResult", "BenchSummary", "Distribution", "RequestResult", "ServerProcess", "Target",
-    "benchmark", "lucid_server", "make_requests", "percentile", "run_benchmark", "served_model", "summarize",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "Target": "client", "BenchRequest": "prompts", "make_requests": "prompts", "BenchResult": "runner",
+    "benchmark": "runner", "run_benchmark": "runner", "served_model": "runner", "ServerProcess": "server",
+    "lucid_server": "server", "BenchSummary": "stats", "Distribution": "stats", "RequestResult": "stats",
+    "percentile": "stats", "summarize": "stats",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'lucid.bench' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"lucid.bench.{_HOMES[name]}"), name)

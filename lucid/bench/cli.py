@@ -11,14 +11,10 @@ import asyncio
 import json
 import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-from rich.console import Console
-
-from lucid.bench.report import print_summary, to_json
-from lucid.bench.runner import BenchResult, benchmark
-from lucid.bench.server import ServerError, lucid_server
+if TYPE_CHECKING:
+    from lucid.bench.runner import BenchResult
 
 
 def _positive_int(text: str) -> int:
@@ -79,6 +75,8 @@ def _settings(args: argparse.Namespace, concurrency: int | None) -> dict[str, An
 
 
 def _run(args: argparse.Namespace, url: str, model: str | None, concurrency: int | None) -> BenchResult:
+    from lucid.bench.runner import benchmark
+
     return asyncio.run(benchmark(url, model, num_prompts=args.num_prompts, input_len=args.input_len,
                                  output_len=args.output_len, concurrency=concurrency, rate=args.request_rate,
                                  endpoint=args.endpoint, api_key=args.api_key, extra_body=args.extra_body,
@@ -87,6 +85,13 @@ def _run(args: argparse.Namespace, url: str, model: str | None, concurrency: int
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark and print its summary; exit code 0 when every request succeeded, 1 otherwise."""
+    # Imported here, not above: `lucid serve` builds the whole command line, these arguments included.
+    import httpx
+    from rich.console import Console
+
+    from lucid.bench.report import print_summary, to_json
+    from lucid.bench.server import ServerError, lucid_server
+
     concurrency = args.concurrency if args.concurrency or args.request_rate else 1
     console = Console(stderr=True)
     url = args.url

@@ -7,8 +7,6 @@ import json
 import sys
 from typing import Any
 
-from rich.console import Console
-
 from lucid.config import DEFAULT_QUANTIZATION, QUANTIZATION_SCHEMES
 
 DTYPES = ["bfloat16", "float32", "float16"]
@@ -146,6 +144,8 @@ def run_trace(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"lucid trace: --speculative: {exc}", file=sys.stderr)
             return 2
+    from rich.console import Console
+
     looks: list[dict[str, Any]] = []   # the glass box per step (--lens / --attention)
     console = Console()
 
