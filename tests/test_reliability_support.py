@@ -28,17 +28,24 @@ STEP_SECONDS = 0.01  # a paced server's least time per engine step
 
 # `lucid serve`, with each engine step made to last at least $LUCID_TEST_STEP_SECONDS: tests that need a request to
 # still be running a moment later (a drain, a queue, a client timeout) then hold on a fast machine as on a slow one.
+# $LUCID_TEST_LOAD_SECONDS likewise makes loading the model last at least that long (the 503s while loading).
 PACED_SERVE = """
 import os, sys, time
 from lucid.cli import main
 from lucid.engine.llm_engine import LLMEngine
 pause, step = float(os.environ["LUCID_TEST_STEP_SECONDS"]), LLMEngine.step
+load_pause, load = float(os.environ.get("LUCID_TEST_LOAD_SECONDS", "0")), LLMEngine.from_pretrained
 
 def paced_step(self):
     time.sleep(pause)
     return step(self)
 
+def paced_load(*args, **kwargs):
+    time.sleep(load_pause)
+    return load(*args, **kwargs)
+
 LLMEngine.step = paced_step
+LLMEngine.from_pretrained = staticmethod(paced_load)
 sys.exit(main(["serve", *sys.argv[1:]]))
 """
 
@@ -46,11 +53,12 @@ sys.exit(main(["serve", *sys.argv[1:]]))
 class PacedServerProcess(ServerProcess):
     """A ServerProcess whose engine steps last at least STEP_SECONDS each."""
 
-    def __init__(self, *args: str) -> None:  # noqa: D107 - ServerProcess's, with another command
+    def __init__(self, *args: str, load_seconds: float = 0.0) -> None:  # noqa: D107 - ServerProcess's, another command
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tempfile.mkstemp(prefix="lucid-paced-", suffix=".log")[1])
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "LUCID_TEST_STEP_SECONDS": str(STEP_SECONDS)}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "LUCID_TEST_STEP_SECONDS": str(STEP_SECONDS),
+               "LUCID_TEST_LOAD_SECONDS": str(load_seconds)}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen([sys.executable, "-c", PACED_SERVE, "--port", str(self.port), *args],
                                          stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)

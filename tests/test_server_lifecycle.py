@@ -62,10 +62,11 @@ def _stream_lines(url: str, body: dict, out: list[str], started: threading.Event
 
 
 def test_health_503_while_loading_then_graceful_sigterm(tiny_model):
-    server = PacedServerProcess(*tiny_server_args(tiny_model))  # >= 10 ms a step: the stream outlasts the signal
+    # >= 10 ms a step: the stream outlasts the signal. Loading the tiny model takes a few ms once the socket is
+    # open (torch is imported before it), so it is made to last 0.5 s: the first health answers are 503s.
+    server = PacedServerProcess(*tiny_server_args(tiny_model), load_seconds=0.5)
     try:
         seen = server.wait_ready()
-        # torch is imported in the loading thread after the socket opens, so the first answers are 503s
         assert seen[0] == 503 and seen[-1] == 200, seen
         lines: list[str] = []
         started = threading.Event()

@@ -162,7 +162,15 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.replicas < 1 or (args.cpus_per_replica is not None and args.cpus_per_replica < 1):
         print("lucid serve: --replicas and --cpus-per-replica must be at least 1", file=sys.stderr)
         return 2
-    startup_gc.pause()  # until the engine is loaded (_resuming_gc), or the process ends
+    startup_gc.pause()  # until the engine is loaded (_resuming_gc), or serving ends without one
+    try:
+        return _serve(args, settings)
+    finally:
+        startup_gc.resume()
+
+
+def _serve(args: argparse.Namespace, settings: ServerSettings) -> int:
+    """The app under uvicorn until it stops; the heavy imports happen here, after run_serve paused the collector."""
     import uvicorn
 
     from lucid.server.app import build_app
