@@ -69,3 +69,11 @@ def test_the_serve_command_line_imports_nothing_heavy() -> None:
             "print(sorted(m for m in heavy if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_app_opens_its_socket_before_torch_is_imported() -> None:
+    # torch loads in the loading thread (lucid.server.cli_serve._loader) while /health already answers 503; the
+    # glass box's tensor code is imported with its first request.
+    code = "import sys, lucid.server.app\nprint('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "False"

@@ -106,6 +106,7 @@ def _loader(args: argparse.Namespace) -> Callable[[], Any]:
 
         from lucid.engine.async_engine import AsyncEngine
 
+        startup_gc.freeze_imports()  # torch's modules, imported just now: never worth scanning either
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         options = {"device": device, **({"dtype": args.dtype} if args.dtype else {}),
                    "quantization": args.quantization or (DEFAULT_QUANTIZATION if device == "cpu" else "none")}
@@ -185,7 +186,7 @@ def _serve(args: argparse.Namespace, settings: ServerSettings) -> int:
         state = ServerState(_resuming_gc(_loader(args)), settings)
     config = uvicorn.Config(build_app(state), host=args.host, port=args.port, log_level=args.log_level,
                             timeout_graceful_shutdown=1)
-    startup_gc.freeze_imports()  # torch's, FastAPI's and lucid's modules: never worth scanning again
+    startup_gc.freeze_imports()  # FastAPI's and lucid's modules: never worth scanning again
     server = DrainingServer(config, state, grace=args.shutdown_timeout)
     state.on_fatal = server.fail
     server.run()

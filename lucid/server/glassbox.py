@@ -10,17 +10,13 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import Field, StrictFloat, StrictInt, model_validator
 
-from lucid.engine.llm_engine import LLMEngine
 from lucid.engine.recorder import pool_snapshot
-from lucid.glassbox.attention import read_attention
-from lucid.glassbox.in_engine import PoolBusyError, probe_in_engine
-from lucid.glassbox.lens import read_lens
 from lucid.sampling_params import SamplingParams
 from lucid.server import sse
 from lucid.server.errors import APIError, bad_request
@@ -31,6 +27,9 @@ from lucid.server.openapi import ERROR_RESPONSES, request_body
 from lucid.server.protocol import MAX_MESSAGES, ChatMessage, TokenId, _Request, parse_request
 from lucid.server.serving_chat import render_prompt
 from lucid.server.state import ServerState
+
+if TYPE_CHECKING:  # the glass box's tensor code (and torch) load with its first request, not with the server
+    from lucid.engine.llm_engine import LLMEngine
 
 CALL_TIMEOUT = 120.0     # seconds a look inside may wait for the engine thread
 TokenBytes = list[StrictInt]
@@ -91,6 +90,8 @@ async def _sequence(req: SequenceRequest, state: ServerState) -> tuple[list[int]
 
 
 async def _on_engine(state: ServerState, fn: Any) -> Any:
+    from lucid.glassbox.in_engine import PoolBusyError
+
     try:
         return await asyncio.wait_for(state.require_engine().call(fn), CALL_TIMEOUT)
     except PoolBusyError as exc:
@@ -102,6 +103,10 @@ async def _on_engine(state: ServerState, fn: Any) -> Any:
 
 def _explain(engine: LLMEngine, ids: list[int], prompt_len: int, top: int) -> dict[str, Any]:
     """On the engine thread: probe the position before the last token, read the lens and the attention."""
+    from lucid.glassbox.attention import read_attention
+    from lucid.glassbox.in_engine import probe_in_engine
+    from lucid.glassbox.lens import read_lens
+
     got = probe_in_engine(engine, ids[:-1], prompt_len)
     text = engine.tokenizer.token_text
     lens = read_lens(engine.model, engine.tokenizer, got.probe.residuals, ids[-1], len(ids) - 1, top,
