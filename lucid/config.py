@@ -12,7 +12,7 @@ from lucid.errors import ModelLoadError
 
 # Weight formats kept in memory (lucid/quantize.py). The default is the fastest whose quality holds on the
 # default model: perplexity within 1% of bf16 (docs/BENCHMARKS.md), where int4 everywhere loses 4.7%.
-QUANTIZATION_SCHEMES = ("none", "int8", "int4", "mixed")
+QUANTIZATION_SCHEMES = ("none", "int8", "int4", "mixed", "auto")
 DEFAULT_QUANTIZATION = "mixed"
 
 
