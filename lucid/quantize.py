@@ -14,7 +14,7 @@ from lucid.errors import ModelLoadError
 from lucid.fusion import FUSED_PARTS
 from lucid.layers.quantized_embedding import BUFFER_NAMES, Q8Embedding
 from lucid.layers.quantized_linear import Int4Linear, Int8Linear
-from lucid.loader.gguf_q4 import Q4Codes
+from lucid.loader.gguf_q4 import CARRIED_TYPES, Q4Codes
 from lucid.models.base import CausalLM
 from lucid.models.registry import model_class_for
 
@@ -28,7 +28,7 @@ NARROW_GGUF_TYPES = frozenset({"Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "
 WIDE_GGUF_TYPES = frozenset({"Q6_K", "Q8_0", "Q8_1", "Q8_K"})
 # Those whose blocks are lucid's int4 already (w = d*q + m over 32 weights, q in 0..15): they carry over unrounded
 # (lucid.loader.gguf_q4), so int4 costs them no quality beyond the file's own.
-FOUR_BIT_GGUF_TYPES = frozenset({"Q4_0", "Q4_1", "Q4_K"})
+FOUR_BIT_GGUF_TYPES = CARRIED_TYPES
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,14 @@ def _q4_k(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 _DECODERS = {"Q4_0": (18, 32, _q4_0), "Q4_1": (20, 32, _q4_1), "Q4_K": (144, 256, _q4_k)}
+CARRIED_TYPES = frozenset(_DECODERS)
+
+
+def decode_q4_blocks(type_name: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A GGUF tensor's raw bytes (any shape, whole blocks of `type_name`) -> levels uint8 (n, 32), float16 d and m
+    (n,), one row per block of 32 in storage order."""
+    block_bytes, _, decode = _DECODERS[type_name]
+    return decode(np.asarray(raw).view(np.uint8).reshape(-1, block_bytes))
 
 
 def read_q4_codes(path: Path, config: ModelConfig, floats: Mapping[str, torch.Tensor]) -> dict[str, Q4Codes]:
@@ -89,12 +97,10 @@ def read_q4_codes(path: Path, config: ModelConfig, floats: Mapping[str, torch.Te
         name = gguf_to_hf(t.name, family.gguf_architecture)
         if decoder is None or name is None or name not in floats or floats[name].dim() != 2:
             continue
-        block_bytes, block_values, decode = decoder
         n, k = floats[name].shape
-        if k % block_values:
+        if k % decoder[1]:
             continue
-        raw = np.asarray(t.data).view(np.uint8).reshape(-1, block_bytes)
-        q, d, m = decode(raw)
+        q, d, m = decode_q4_blocks(t.tensor_type.name, t.data)
         q = torch.from_numpy(np.ascontiguousarray(q).reshape(n, k))
         d = torch.from_numpy(np.ascontiguousarray(d).reshape(n, k // QK))
         m = torch.from_numpy(np.ascontiguousarray(m).reshape(n, k // QK))
