@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/compare.py                            # everything (make bench installs the peers)
     .venv/bin/python benchmarks/compare.py --skip transformers --quantization int8 --out docs/compare.md
+    .venv/bin/python benchmarks/compare.py --skip transformers --parts speed,quality   # decode + perplexity only
 
 Same GGUF file and the same number of threads everywhere. Each in-process measurement runs in its own process (its
 peak RSS is its own): prefill tok/s of a 512-token prompt, single-stream greedy decode tok/s over 256 tokens (EOS
@@ -29,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from lucid.bench.report import fmt, markdown_table
-from lucid.config import DEFAULT_QUANTIZATION
+from lucid.config import DEFAULT_QUANTIZATION, QUANTIZATION_SCHEMES
 
 STOP_TOKENS = (b"<|im_end|>", b"<|endoftext|>")  # Qwen's: 151645 and 151643 in the default model
 NO_EOS_BIAS = -1e4  # added to their logits: never chosen, so every system generates the same number of tokens
 PEERS = ("llama", "transformers")
+PARTS = ("speed", "quality", "serving")
 SAMPLED_TEMPERATURE = 0.7
 
 
@@ -331,7 +333,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip", default="", help="comma-separated peers to leave out: llama,transformers")
     parser.add_argument("--quantization", default=DEFAULT_QUANTIZATION,
-                        help=f"lucid's weight format: none, int8, int4, mixed (default {DEFAULT_QUANTIZATION})")
+                        help=f"lucid's weight format: {', '.join(QUANTIZATION_SCHEMES)} "
+                             f"(default {DEFAULT_QUANTIZATION})")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated parts to run: {', '.join(PARTS)} (all): in-process prefill/decode/load, "
+                             "perplexity and bytes per token, the served sweep")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every system")
     parser.add_argument("--runs", type=int, default=3, help="in-process runs; the median is reported (3)")
     parser.add_argument("--decode", type=int, default=256, help="decode tokens (256)")
@@ -350,6 +356,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if args.skip - set(PEERS):
         parser.error(f"--skip takes {', '.join(PEERS)}")
+    args.parts = {s.strip() for s in args.parts.split(",") if s.strip()}
+    if not args.parts or args.parts - set(PARTS):
+        parser.error(f"--parts takes {', '.join(PARTS)}")
     if args.gguf is None:
         from lucid.loader import default_model_path
 
@@ -362,14 +371,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """All numbers of one system: in-process speed, then (not for transformers) quality and serving.
     A failed part leaves its cells empty and its error under "error" / "quality_error" / "server_error"."""
-    result = run_child(name, args)
+    result = run_child(name, args) if "speed" in args.parts else {}
     if name == "transformers":
         return result
-    quality = run_child(f"{name}-quality", args)
+    quality = run_child(f"{name}-quality", args) if "quality" in args.parts else {}
     quality.pop("peak_rss", None)
     if "error" in quality:
         quality["quality_error"] = quality.pop("error")
-    served = serve_lucid(args) if name == "lucid" else serve_llama(args)
+    served = {}
+    if "serving" in args.parts:
+        served = serve_lucid(args) if name == "lucid" else serve_llama(args)
     if "error" in served:
         served["server_error"] = served.pop("error")
     return {**result, **quality, **served}

@@ -11,8 +11,9 @@ from lucid.engine.speculative import SpeculativeConfig
 from lucid.errors import ModelLoadError
 
 # Weight formats kept in memory (lucid/quantize.py). The default is the fastest whose quality holds on the
-# default model: perplexity within 1% of bf16 (docs/BENCHMARKS.md), where int4 everywhere loses 4.7%.
-QUANTIZATION_SCHEMES = ("none", "int8", "int4", "mixed")
+# default model: perplexity within 1% of bf16 (docs/BENCHMARKS.md), where int4 everywhere loses 4.7% and `auto`
+# (the GGUF's bits for every matrix, Q5_0 attention in int4) 2.3% against llama.cpp.
+QUANTIZATION_SCHEMES = ("none", "int8", "int4", "mixed", "auto")
 DEFAULT_QUANTIZATION = "mixed"
 
 

@@ -12,6 +12,9 @@ from torch import nn
 from lucid.layers.attention import Attention
 from lucid.layers.mlp import GatedMLP
 
+# A fused projection's name -> the checkpoint's projections it holds, in row order.
+FUSED_PARTS = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
 
 def _fused_linear(parts: list[nn.Linear]) -> nn.Linear:
     has_bias = parts[0].bias is not None

@@ -7,7 +7,7 @@ from engine_fixtures import run_all, tiny_engine, tiny_model
 from lucid import SamplingParams
 from lucid.fusion import fuse_projections
 from lucid.layers.quantized_linear import Int4Linear, Int8Linear
-from lucid.quantize import layer_format, quantize_model
+from lucid.quantize import WeightSource, layer_format, quantize_model
 
 
 def test_fused_projections_give_the_same_logits():
@@ -43,7 +43,45 @@ def test_mixed_scheme_puts_gate_up_in_int4():
     assert layer_format("lm_head", "mixed") == "int8"
 
 
-@pytest.mark.parametrize("scheme", ["int8", "int4", "mixed"])
+# Layer 0 and 2 as the default model's Q4_K_M file stores them.
+Q4_K_M_LAYERS = WeightSource({
+    **{f"model.layers.{i}.self_attn.{p}_proj.weight": "Q5_0" for i in (0, 2) for p in "qko"},
+    **{f"model.layers.{i}.mlp.{p}_proj.weight": "Q5_0" for i in (0, 2) for p in ("gate", "up")},
+    "model.layers.0.self_attn.v_proj.weight": "Q8_0", "model.layers.0.mlp.down_proj.weight": "Q6_K",
+    "model.layers.2.self_attn.v_proj.weight": "Q5_0", "model.layers.2.mlp.down_proj.weight": "Q4_K",
+    "lm_head.weight": "Q8_0", "model.layers.0.input_layernorm.weight": "F32",
+})
+
+
+def test_mixed_also_puts_matrices_stored_in_4_bit_blocks_in_int4():
+    """Q4_K's blocks are lucid's int4 as they are: int4 there costs nothing; Q6_K and Q5_0 attention stay int8."""
+    fmt = {name: layer_format(name, "mixed", source=Q4_K_M_LAYERS) for name in (
+        "model.layers.2.mlp.down_proj", "model.layers.0.mlp.down_proj", "model.layers.2.mlp.gate_up_proj",
+        "model.layers.2.self_attn.qkv_proj", "model.layers.2.self_attn.o_proj", "lm_head")}
+    assert fmt == {"model.layers.2.mlp.down_proj": "int4", "model.layers.0.mlp.down_proj": "int8",
+                   "model.layers.2.mlp.gate_up_proj": "int4", "model.layers.2.self_attn.qkv_proj": "int8",
+                   "model.layers.2.self_attn.o_proj": "int8", "lm_head": "int8"}
+
+
+def test_auto_follows_the_bits_the_file_stored_each_matrix_in():
+    fmt = {name: layer_format(name, "auto", source=Q4_K_M_LAYERS) for name in (
+        "model.layers.2.mlp.down_proj", "model.layers.0.mlp.down_proj", "model.layers.2.self_attn.qkv_proj",
+        "model.layers.0.self_attn.qkv_proj", "model.layers.0.self_attn.o_proj", "lm_head")}
+    # A fused layer takes the widest of its parts: layer 0's v_proj is Q8_0, so its whole qkv stays int8.
+    assert fmt == {"model.layers.2.mlp.down_proj": "int4", "model.layers.0.mlp.down_proj": "int8",
+                   "model.layers.2.self_attn.qkv_proj": "int4", "model.layers.0.self_attn.qkv_proj": "int8",
+                   "model.layers.0.self_attn.o_proj": "int4", "lm_head": "int8"}
+
+
+def test_auto_on_a_float_checkpoint_is_mixed():
+    floats = WeightSource({"model.layers.0.mlp.down_proj.weight": "BF16", "model.layers.0.mlp.gate_proj.weight": "BF16",
+                           "model.layers.0.mlp.up_proj.weight": "BF16"})
+    for name in ("model.layers.0.mlp.down_proj", "model.layers.0.mlp.gate_up_proj", "lm_head"):
+        assert layer_format(name, "auto", source=floats) == layer_format(name, "mixed")
+        assert layer_format(name, "auto") == layer_format(name, "mixed")
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4", "mixed", "auto"])
 def test_quantized_engine_runs_and_mostly_agrees(scheme):
     float_model = tiny_model(torch.bfloat16)
     prompts = [[1, 2, 3, 4], [9, 8, 7]]

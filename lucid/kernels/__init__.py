@@ -120,11 +120,10 @@ def _interleave_scales(s: torch.Tensor) -> torch.Tensor:
 
 
 def pack_q4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(N, K) float weight -> (qs uint8 (G, B, 256), d (G, B, 16), m (G, B, 16)); w ~ d*q + m.
-
-    d and m are float16 values stored as int16 bits (`.view(torch.float16)` reads them)."""
+    """(N, K) float weight -> (qs uint8 (G, B, 256), d (G, B, 16), m (G, B, 16)); w ~ d*q + m, d and m from each
+    block's min..max. d and m are float16 values stored as int16 bits (`.view(torch.float16)` reads them)."""
     _check_shape(weight)
-    qs_parts, d_parts, m_parts = [], [], []
+    parts = []
     for w in _row_chunks(weight):
         rows, k = w.shape
         blocks = w.view(rows, k // QK, QK)
@@ -134,13 +133,31 @@ def pack_q4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
         m = low.half()
         d_f = d.float().clamp(min=1e-12)
         q = ((blocks - m.float()[..., None]) / d_f[..., None]).round().clamp(0, 15).to(torch.uint8)
-        # Byte (i*64 + r*4 + t) of a (group, block): low nibble k = 4i+t, high nibble k = 16+4i+t, row r.
-        q = q.view(rows // GROUP_ROWS, GROUP_ROWS, k // QK, 2, 4, 4).permute(0, 2, 3, 4, 1, 5)  # (G, B, h, i, r, t)
-        packed = q[:, :, 0] | (q[:, :, 1] << 4)                                        # (G, B, i, r, t)
-        qs_parts.append(packed.reshape(rows // GROUP_ROWS, k // QK, 256))
-        d_parts.append(_interleave_scales(d))
-        m_parts.append(_interleave_scales(m))
-    return torch.cat(qs_parts), torch.cat(d_parts), torch.cat(m_parts)
+        parts.append(_layout_q4(q.view(rows, k), d, m))
+    return tuple(torch.cat(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
+
+
+def pack_q4_codes(q: torch.Tensor, d: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weights that are 4-bit already (a GGUF's Q4_0 / Q4_1 / Q4_K blocks): levels q uint8 (N, K) in 0..15, float16
+    d and m (N, K/32) with w = d*q + m, packed as `pack_q4` packs, without rounding anything again."""
+    n, k = _check_shape(q)
+    if d.shape != (n, k // QK) or m.shape != d.shape or q.dtype != torch.uint8 or int(q.max()) > 15:
+        raise ValueError(f"need levels 0..15 (N, K) uint8 and (N, K/32) scales and mins, got {tuple(q.shape)} "
+                         f"{q.dtype}, {tuple(d.shape)}, {tuple(m.shape)}")
+    pad = -n % GROUP_ROWS
+    if pad:
+        q = torch.cat([q, q.new_zeros(pad, k)])
+        d, m = (torch.cat([x.half(), x.new_zeros(pad, k // QK, dtype=torch.float16)]) for x in (d, m))
+    return _layout_q4(q, d.half(), m.half())
+
+
+def _layout_q4(q: torch.Tensor, d: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Levels (rows, K) uint8, float16 d and m (rows, B), rows a multiple of GROUP_ROWS -> the kernel's layout."""
+    rows, k = q.shape
+    # Byte (i*64 + r*4 + t) of a (group, block): low nibble k = 4i+t, high nibble k = 16+4i+t, row r.
+    q = q.view(rows // GROUP_ROWS, GROUP_ROWS, k // QK, 2, 4, 4).permute(0, 2, 3, 4, 1, 5)  # (G, B, h, i, r, t)
+    packed = q[:, :, 0] | (q[:, :, 1] << 4)                                            # (G, B, i, r, t)
+    return packed.reshape(rows // GROUP_ROWS, k // QK, 256), _interleave_scales(d), _interleave_scales(m)
 
 
 def pack_q8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

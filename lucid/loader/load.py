@@ -18,6 +18,7 @@ from lucid.loader.tensors import parse_dtype
 
 if TYPE_CHECKING:
     from lucid.models.base import CausalLM
+    from lucid.quantize import WeightSource
     from lucid.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,20 @@ def load(path: str | Path | None = None, dtype: str | torch.dtype = "bfloat16", 
     return _loaded(checkpoint, model)
 
 
+def _weight_source(checkpoint: Checkpoint, scheme: str) -> WeightSource:
+    """The checkpoint's stored formats and, for a GGUF on lucid's kernels, the levels of its 4-bit matrices."""
+    from lucid.loader.checkpoint import is_gguf_file
+    from lucid.quantize import WeightSource, can_pack
+
+    codes = {}
+    gguf = checkpoint.path.is_file() and is_gguf_file(checkpoint.path)
+    if scheme in ("auto", "mixed", "int4") and gguf and can_pack():
+        from lucid.loader.gguf_q4 import read_q4_codes
+
+        codes = read_q4_codes(checkpoint.path, checkpoint.config, checkpoint.tensors)
+    return WeightSource(checkpoint.stored_formats, codes)
+
+
 def load_quantized(path: str | Path | None, scheme: str, dtype: str | torch.dtype = "bfloat16",
                    device: str = "cpu") -> LoadedModel:
     """The serving model: fused projections and weights quantized per `scheme` ("none" keeps the float model).
@@ -74,13 +89,14 @@ def load_quantized(path: str | Path | None, scheme: str, dtype: str | torch.dtyp
     model = None
     if tensors is not None:
         try:
-            model = packed_model(checkpoint.config, tensors, scheme, torch_dtype, source=str(entry))
+            model = packed_model(checkpoint.config, tensors, scheme, torch_dtype, source=str(entry),
+                                 stored_formats=checkpoint.stored_formats)
         except ModelLoadError as exc:  # an entry that does not fit (a bug, a hand-edited file): rebuild it
             log.warning("ignoring unusable packed-weights cache: %s", exc)
             shutil.rmtree(entry, ignore_errors=True)
     if model is None:
         model = build_model(checkpoint.config, checkpoint.tensors, torch_dtype, device, source=str(checkpoint.path))
-        fuse_and_quantize(model, scheme)
+        fuse_and_quantize(model, scheme, _weight_source(checkpoint, scheme))
         if entry:
             save_packed(entry, checkpoint.path, packed_state(model))
     return _loaded(checkpoint, model)

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 # Bump when lucid.kernels changes how it packs weights (old entries are then ignored). 2: a tied head is q8 and
 # the embedding reads its rows from it. 3: an untied embedding is q8 too (model.embed_tokens.qweight / .scales).
-PACKED_FORMAT = 3
+# 4: a GGUF's 4-bit matrices keep their own levels (lucid.loader.gguf_q4), and `auto` follows the file's bits.
+PACKED_FORMAT = 4
 WEIGHTS_FILE = "model.safetensors"
 MIN_SOURCE_BYTES = 64 << 20  # smaller models (the tests' tiny ones) load fast anyway: not worth a cache entry
 
