@@ -79,7 +79,8 @@ def _phases() -> None:
         load_quantized(None, DEFAULT_QUANTIZATION)
         wall, cpu = time.perf_counter(), time.process_time()
     tensors = load_packed(entry)
-    model = packed_model(checkpoint.config, tensors, DEFAULT_QUANTIZATION, torch.bfloat16)
+    model = packed_model(checkpoint.config, tensors, DEFAULT_QUANTIZATION, torch.bfloat16,
+                         stored_formats=checkpoint.stored_formats)
     mark("map the packed weights, build the model")
     engine = LLMEngine(model, checkpoint.tokenizer, checkpoint.config, EngineConfig(max_model_len=CPU_MAX_MODEL_LEN),
                        checkpoint.generation_config, checkpoint.name)
