@@ -73,6 +73,15 @@ def score(completion: str, expected: str) -> tuple[bool, bool]:
     return line == expected.rstrip(), line[:head] == expected[:head]
 
 
+def print_scores(column: str, totals: dict[str, list[int]], n: int, same: int) -> None:
+    """The markdown table of exact / first-8-characters counts per variant, then how many completions agree."""
+    print(f"| {column} | rest of line exact | first 8 characters |")
+    print("|---|---|---|")
+    for name, (exact, head) in totals.items():
+        print(f"| {name} | {exact}/{n} | {head}/{n} |")
+    print(f"identical completions: {same}/{n}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=60)
@@ -110,11 +119,7 @@ def main() -> None:
     same = sum(r["llama.cpp order"].split("\n")[0] == r["line-in-middle order"].split("\n")[0] for r in rows)
     print(f"{len(cases)} cases from lucid/*.py (seed {args.seed}, {args.prefix_lines} lines before, "
           f"{args.suffix_lines} after), greedy, -q {args.quantization}")
-    print("| layout | rest of line exact | first 8 characters |")
-    print("|---|---|---|")
-    for name, (exact, head) in totals.items():
-        print(f"| {name} | {exact}/{len(cases)} | {head}/{len(cases)} |")
-    print(f"identical completions: {same}/{len(cases)}")
+    print_scores("layout", totals, len(cases), same)
     if args.json:
         args.json.write_text(json.dumps({"totals": totals, "cases": rows}, indent=2))
 

@@ -20,7 +20,7 @@ import json
 import random
 from pathlib import Path
 
-from fim_quality import sample_cases, score
+from fim_quality import print_scores, sample_cases, score
 
 REUSE = 256   # lucid serve's default --cache-reuse
 
@@ -81,11 +81,7 @@ def main() -> None:
     print(f"{n} cases from lucid/*.py (seed {args.seed}, 256 lines before, 64 after), greedy, -q {args.quantization}, "
           f"RECOMPUTE_AFTER_EDIT {kv_reuse.RECOMPUTE_AFTER_EDIT};"
           f" {reused_tokens} prompt tokens reused in the second completions ({reused_tokens / max(n, 1):.0f} a case)")
-    print("| suffix K/V | rest of line exact | first 8 characters |")
-    print("|---|---|---|")
-    for name, (hit, head) in totals.items():
-        print(f"| {name} | {hit}/{n} | {head}/{n} |")
-    print(f"identical completions: {same}/{n}")
+    print_scores("suffix K/V", totals, n, same)
     if args.json:
         args.json.write_text(json.dumps({"totals": totals, "identical": same, "cases": rows}, indent=2))
 

@@ -68,6 +68,19 @@ def _finished(blocks: BlockManager, tokens: list[int], reuse: int = 16) -> Seque
     return seq
 
 
+def _remembered(blocks: BlockManager, reuse: KVReuse, tokens: list[int]) -> Sequence:
+    """A finished sequence of `tokens`, remembered as a source, its blocks released (free, their K/V intact)."""
+    old = _finished(blocks, tokens)
+    reuse.remember(old)
+    blocks.release(old)
+    return old
+
+
+def _typed(prefix: list[int], reuse: int = 16) -> Sequence:
+    """A new prompt: `prefix`, then the 40 tokens of the remembered source, then one more."""
+    return Sequence("new", 0, prefix + list(range(100, 140)) + [9], SamplingParams(cache_reuse=reuse))
+
+
 def test_apply_copies_the_run_and_skips_it():
     blocks = BlockManager(num_blocks=64, block_size=4)
     copies = []
@@ -98,13 +111,11 @@ def test_apply_copies_the_run_and_skips_it():
 def test_a_reallocated_source_is_not_read():
     blocks = BlockManager(num_blocks=16, block_size=4)
     reuse = KVReuse(blocks, lambda *a: pytest.fail("copied from overwritten blocks"))
-    old = _finished(blocks, list(range(100, 140)))
-    reuse.remember(old)
-    blocks.release(old)
+    _remembered(blocks, reuse, list(range(100, 140)))
     filler = Sequence("f", 0, list(range(500, 564)), SamplingParams())
     assert blocks.allocate(filler, 64)                                     # takes every block, old ones included
     blocks.release(filler)
-    new = Sequence("new", 0, [1, 2] + list(range(100, 140)) + [3], SamplingParams(cache_reuse=16))
+    new = _typed([1, 2])
     blocks.admit(new)
     assert reuse.apply(new, running=[]) == 0 and new.reused_spans == []
 
@@ -117,10 +128,8 @@ def test_sources_are_held_while_the_new_sequence_allocates():
         seen.append(set(s // 4 for s in src) & set(d // 4 for d in dst))
 
     reuse = KVReuse(blocks, copy)
-    old = _finished(blocks, list(range(100, 140)))
-    reuse.remember(old)
-    blocks.release(old)                                                    # all 12 blocks free, old ones cached
-    new = Sequence("new", 0, [1, 2, 3, 4] + list(range(100, 140)) + [9], SamplingParams(cache_reuse=16))
+    _remembered(blocks, reuse, list(range(100, 140)))                     # all 12 blocks free, old ones cached
+    new = _typed([1, 2, 3, 4])
     blocks.admit(new)
     # The new sequence needs 11 blocks but only 2 are not the source's: no reuse, nothing overwritten.
     assert reuse.apply(new, running=[]) == 0 and not seen
@@ -131,15 +140,13 @@ def test_reuse_leaves_a_block_for_each_running_sequence():
     # 22 blocks: 3 for running sequences, 6 held (the copied run's source), 13 free; the new one needs 11
     blocks = BlockManager(num_blocks=22, block_size=4)
     reuse = KVReuse(blocks, lambda *a: None)
-    old = _finished(blocks, list(range(100, 140)))
-    reuse.remember(old)
-    blocks.release(old)
+    _remembered(blocks, reuse, list(range(100, 140)))
     runners = []
     for i in range(3):                                                     # 3 blocks held by running sequences
         runner = Sequence(f"run{i}", 0, [500 + i], SamplingParams())
         blocks.allocate(runner, 1)
         runners.append(runner)
-    new = Sequence("new", 0, [1, 2, 3, 4] + list(range(100, 140)) + [9], SamplingParams(cache_reuse=16))
+    new = _typed([1, 2, 3, 4])
     blocks.admit(new)
     assert reuse.apply(new, running=runners) == 0                          # 11 + 3 running > 13 free
     assert new.block_table == [] and blocks.num_free_blocks == 22 - 3
@@ -149,10 +156,8 @@ def test_reuse_leaves_a_block_for_each_running_sequence():
 def test_release_forgets_the_spans():
     blocks = BlockManager(num_blocks=64, block_size=4)
     reuse = KVReuse(blocks, lambda *a: None)
-    old = _finished(blocks, list(range(100, 140)))
-    reuse.remember(old)
-    blocks.release(old)
-    new = Sequence("new", 0, [1] + list(range(100, 140)) + [9], SamplingParams(cache_reuse=16))
+    _remembered(blocks, reuse, list(range(100, 140)))
+    new = _typed([1])
     blocks.admit(new)
     assert reuse.apply(new, running=[]) > 0
     new.status = SequenceStatus.RUNNING
