@@ -124,15 +124,23 @@ void attend_group(const float* q, int64_t group, const T* k_cache, const T* v_ca
   };
   constexpr int64_t AHEAD = 32;  // positions
   for (int64_t p = 0; p < AHEAD; ++p) prefetch_row(k_cache, p);
-  // Scores, head by head with the query in registers: K rows stay in L1/L2 after the first head reads them.
-  __m512 qv[C];
+  // Scores, position by position: each K row is loaded (and widened to float) once, into registers, for every head
+  // of the group; the scaled queries come from L1. Per head and position the arithmetic is what it was head by head.
+  alignas(64) float qs[16 * D];
   for (int64_t h = 0; h < group; ++h) {
-    for (int c = 0; c < C; ++c) qv[c] = _mm512_mul_ps(load16(q + h * D + c * 16), _mm512_set1_ps(scale));
-    for (int64_t p = 0; p < len; ++p) {
-      if (h == 0) prefetch_row(k_cache, p + AHEAD);
-      const T* k = k_cache + rows[p];
-      __m512 acc = _mm512_mul_ps(qv[0], load16(k));
-      for (int c = 1; c < C; ++c) acc = _mm512_fmadd_ps(qv[c], load16(k + c * 16), acc);
+    for (int c = 0; c < C; ++c) {
+      _mm512_store_ps(qs + h * D + c * 16, _mm512_mul_ps(load16(q + h * D + c * 16), _mm512_set1_ps(scale)));
+    }
+  }
+  for (int64_t p = 0; p < len; ++p) {
+    prefetch_row(k_cache, p + AHEAD);
+    const T* k = k_cache + rows[p];
+    __m512 kv[C];
+    for (int c = 0; c < C; ++c) kv[c] = load16(k + c * 16);
+    for (int64_t h = 0; h < group; ++h) {
+      const float* qh = qs + h * D;
+      __m512 acc = _mm512_mul_ps(_mm512_load_ps(qh), kv[0]);
+      for (int c = 1; c < C; ++c) acc = _mm512_fmadd_ps(_mm512_load_ps(qh + c * 16), kv[c], acc);
       scores[p * 16 + h] = _mm512_reduce_add_ps(acc);
     }
   }
@@ -148,16 +156,32 @@ void attend_group(const float* q, int64_t group, const T* k_cache, const T* v_ca
   }
   alignas(64) float inv[16];
   _mm512_store_ps(inv, _mm512_maskz_div_ps(heads, _mm512_set1_ps(1.0f), total));
-  // Weighted values, head by head with the output row in registers.
-  for (int64_t h = 0; h < group; ++h) {
-    __m512 acc[C];
-    for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
+  // Weighted values, HEADS heads at a time with their output rows in registers: each V row is loaded (and widened)
+  // once per HEADS heads instead of once per head. Per head the sum runs over positions in order, as before.
+  constexpr int64_t HEADS = D <= 64 ? 4 : (D <= 128 ? 2 : 1);  // HEADS * C accumulators + C values: <= 32 registers
+  for (int64_t h0 = 0; h0 < group; h0 += HEADS) {
+    const int64_t n = std::min<int64_t>(HEADS, group - h0);
+    __m512 acc[HEADS][C];
+    for (int64_t i = 0; i < HEADS; ++i) {
+      for (int c = 0; c < C; ++c) acc[i][c] = _mm512_setzero_ps();
+    }
     for (int64_t p = 0; p < len; ++p) {
       const T* v = v_cache + rows[p];
-      const __m512 w = _mm512_set1_ps(scores[p * 16 + h]);
-      for (int c = 0; c < C; ++c) acc[c] = _mm512_fmadd_ps(w, load16(v + c * 16), acc[c]);
+      __m512 vv[C];
+      for (int c = 0; c < C; ++c) vv[c] = load16(v + c * 16);
+      for (int64_t i = 0; i < HEADS; ++i) {
+        if (i < n) {
+          const __m512 w = _mm512_set1_ps(scores[p * 16 + h0 + i]);
+          for (int c = 0; c < C; ++c) acc[i][c] = _mm512_fmadd_ps(w, vv[c], acc[i][c]);
+        }
+      }
     }
-    for (int c = 0; c < C; ++c) _mm512_storeu_ps(out + h * D + c * 16, _mm512_mul_ps(acc[c], _mm512_set1_ps(inv[h])));
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t h = h0 + i;
+      for (int c = 0; c < C; ++c) {
+        _mm512_storeu_ps(out + h * D + c * 16, _mm512_mul_ps(acc[i][c], _mm512_set1_ps(inv[h])));
+      }
+    }
   }
 }
 
