@@ -53,24 +53,19 @@ Q4_K_M_LAYERS = WeightSource({
 })
 
 
-def test_mixed_also_puts_matrices_stored_in_4_bit_blocks_in_int4():
-    """Q4_K's blocks are lucid's int4 as they are: int4 there costs nothing; Q6_K and Q5_0 attention stay int8."""
-    fmt = {name: layer_format(name, "mixed", source=Q4_K_M_LAYERS) for name in (
-        "model.layers.2.mlp.down_proj", "model.layers.0.mlp.down_proj", "model.layers.2.mlp.gate_up_proj",
-        "model.layers.2.self_attn.qkv_proj", "model.layers.2.self_attn.o_proj", "lm_head")}
-    assert fmt == {"model.layers.2.mlp.down_proj": "int4", "model.layers.0.mlp.down_proj": "int8",
-                   "model.layers.2.mlp.gate_up_proj": "int4", "model.layers.2.self_attn.qkv_proj": "int8",
-                   "model.layers.2.self_attn.o_proj": "int8", "lm_head": "int8"}
-
-
-def test_auto_follows_the_bits_the_file_stored_each_matrix_in():
-    fmt = {name: layer_format(name, "auto", source=Q4_K_M_LAYERS) for name in (
-        "model.layers.2.mlp.down_proj", "model.layers.0.mlp.down_proj", "model.layers.2.self_attn.qkv_proj",
-        "model.layers.0.self_attn.qkv_proj", "model.layers.0.self_attn.o_proj", "lm_head")}
-    # A fused layer takes the widest of its parts: layer 0's v_proj is Q8_0, so its whole qkv stays int8.
-    assert fmt == {"model.layers.2.mlp.down_proj": "int4", "model.layers.0.mlp.down_proj": "int8",
-                   "model.layers.2.self_attn.qkv_proj": "int4", "model.layers.0.self_attn.qkv_proj": "int8",
-                   "model.layers.0.self_attn.o_proj": "int4", "lm_head": "int8"}
+@pytest.mark.parametrize("scheme, expected", [
+    # mixed: Q4_K's blocks are lucid's int4 as they are, so int4 there costs nothing; Q6_K and Q5_0 attention stay int8
+    ("mixed", {"model.layers.2.mlp.down_proj": "int4", "model.layers.0.mlp.down_proj": "int8",
+               "model.layers.2.mlp.gate_up_proj": "int4", "model.layers.2.self_attn.qkv_proj": "int8",
+               "model.layers.2.self_attn.o_proj": "int8", "lm_head": "int8"}),
+    # auto follows the bits the file stored each matrix in. A fused layer takes the widest of its parts: layer 0's
+    # v_proj is Q8_0, so its whole qkv stays int8.
+    ("auto", {"model.layers.2.mlp.down_proj": "int4", "model.layers.0.mlp.down_proj": "int8",
+              "model.layers.2.self_attn.qkv_proj": "int4", "model.layers.0.self_attn.qkv_proj": "int8",
+              "model.layers.0.self_attn.o_proj": "int4", "lm_head": "int8"}),
+])
+def test_matrices_stored_in_4_bit_blocks_go_to_int4(scheme, expected):
+    assert {name: layer_format(name, scheme, source=Q4_K_M_LAYERS) for name in expected} == expected
 
 
 def test_auto_on_a_float_checkpoint_is_mixed():

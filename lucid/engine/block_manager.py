@@ -15,6 +15,11 @@ def block_hash(previous: int | None, tokens: tuple[int, ...]) -> int:
     return hash((previous, tokens))
 
 
+def pool_slots(block_table: list[int], block_size: int, start: int, end: int) -> list[int]:
+    """The pool slots of positions start..end-1 of the sequence whose blocks are `block_table`."""
+    return [block_table[p // block_size] * block_size + p % block_size for p in range(start, end)]
+
+
 class Block:
     __slots__ = ("block_id", "ref_count", "hash", "tokens", "generation")
 
@@ -81,10 +86,7 @@ class BlockManager:
         """Give a waiting sequence its prefix-cached blocks; returns the number of cached tokens."""
         assert not seq.block_table
         for block_id in self.match_prefix(seq):
-            block = self.blocks[block_id]
-            if block.ref_count == 0:
-                del self.free[block_id]
-            block.ref_count += 1
+            self._take(block_id)
             seq.block_table.append(block_id)
         seq.num_computed_tokens = len(seq.block_table) * self.block_size
         seq.num_cached_tokens = seq.num_computed_tokens
@@ -109,10 +111,7 @@ class BlockManager:
     def release(self, seq: Sequence) -> None:
         """Drop `seq`'s hold on its blocks (finished, aborted or preempted). Unshared blocks become free at once."""
         for block_id in reversed(seq.block_table):
-            block = self.blocks[block_id]
-            block.ref_count -= 1
-            if block.ref_count == 0:
-                self.free[block_id] = None
+            self._drop(block_id)
         seq.block_table = []
         seq.num_computed_tokens = 0
         seq.num_hashed_blocks = 0
@@ -121,27 +120,32 @@ class BlockManager:
     def hold(self, block_ids: list[int]) -> None:
         """Keep blocks (free ones too) from being handed out until `unhold`; their K/V is being read."""
         for block_id in block_ids:
-            block = self.blocks[block_id]
-            if block.ref_count == 0:
-                del self.free[block_id]
-            block.ref_count += 1
+            self._take(block_id)
 
     def unhold(self, block_ids: list[int]) -> None:
         for block_id in block_ids:
-            block = self.blocks[block_id]
-            block.ref_count -= 1
-            if block.ref_count == 0:
-                self.free[block_id] = None
+            self._drop(block_id)
+
+    def _take(self, block_id: int) -> None:
+        """One more holder of a block; a free (cached) one leaves the free list."""
+        block = self.blocks[block_id]
+        if block.ref_count == 0:
+            del self.free[block_id]
+        block.ref_count += 1
+
+    def _drop(self, block_id: int) -> None:
+        """One holder fewer; the last one's leaving frees the block (its hash stays: the prefix cache)."""
+        block = self.blocks[block_id]
+        block.ref_count -= 1
+        if block.ref_count == 0:
+            self.free[block_id] = None
 
     def trim(self, seq: Sequence, num_tokens: int) -> None:
         """Hand back blocks past the first `num_tokens` tokens' (reserved for speculative drafts that were
         rejected). They were never published in the prefix cache: their slots hold no kept token."""
         keep = -(-num_tokens // self.block_size)
         while len(seq.block_table) > keep:
-            block = self.blocks[seq.block_table.pop()]
-            block.ref_count -= 1
-            if block.ref_count == 0:
-                self.free[block.block_id] = None
+            self._drop(seq.block_table.pop())
 
     def register_computed(self, seq: Sequence) -> None:
         """After a step: publish `seq`'s newly full, computed blocks in the prefix cache."""
@@ -159,6 +163,9 @@ class BlockManager:
                 block.hash, block.tokens = block_hash(previous, tokens), tokens
                 self.cached.setdefault(block.hash, block.block_id)
         seq.num_hashed_blocks = max(seq.num_hashed_blocks, full)
+
+    def slots(self, block_table: list[int], start: int, end: int) -> list[int]:
+        return pool_slots(block_table, self.block_size, start, end)
 
     def slot(self, seq: Sequence, position: int) -> int:
         """The pool slot of token `position` of `seq`."""

@@ -141,8 +141,8 @@ class KVReuse:
                     or not self.blocks.allocate(seq, last):
                 return 0
             for run in runs:
-                self.copy_kv(self._slots(source.block_table, run.old_start, run.length),
-                             self._slots(seq.block_table, run.new_start, run.length), run.shift)
+                self.copy_kv(self.blocks.slots(source.block_table, run.old_start, run.old_start + run.length),
+                             self.blocks.slots(seq.block_table, run.new_start, run.new_start + run.length), run.shift)
         finally:
             self.blocks.unhold(held)
         seq.num_exact_tokens = runs[0].new_start
@@ -164,7 +164,3 @@ class KVReuse:
             if run.length > 0:
                 kept.append(run)
         return kept
-
-    def _slots(self, table: list[int], start: int, length: int) -> list[int]:
-        bs = self.blocks.block_size
-        return [table[p // bs] * bs + p % bs for p in range(start, start + length)]

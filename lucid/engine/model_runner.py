@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from lucid.config import EngineConfig, ModelConfig
+from lucid.engine.block_manager import pool_slots
 from lucid.engine.kv_pool import kv_pool_bytes, zeroed_pool
 from lucid.engine.outputs import TopLogprob
 from lucid.engine.scheduler import ScheduledSeq, SchedulerOutput
@@ -71,8 +72,7 @@ class ModelRunner:
 
     # ---- batch building --------------------------------------------------------------------------
     def _slots(self, block_table: list[int], start: int, end: int) -> list[int]:
-        bs = self.block_size
-        return [block_table[p // bs] * bs + p % bs for p in range(start, end)]
+        return pool_slots(block_table, self.block_size, start, end)
 
     def prepare(self, sched: SchedulerOutput) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
         """Flat token ids (N,), positions (N,) and the attention metadata: decode tokens first, then chunks."""
