@@ -20,6 +20,7 @@ class HFTokenizerFiles:
     pad_token: str | None = None
     chat_template: str | None = None
     generation_eos_ids: list[int] = field(default_factory=list)
+    add_bos_token: bool = False
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -76,6 +77,7 @@ def read_hf_folder(folder: Path) -> HFTokenizerFiles:
         pad_token=_token_content(config.get("pad_token")),
         chat_template=_chat_template(config, folder),
         generation_eos_ids=_as_id_list(generation.get("eos_token_id")),
+        add_bos_token=config.get("add_bos_token") is True,
     )
 
 

@@ -1,5 +1,6 @@
 """lucid's tokenizer: byte-level BPE through the `tokenizers` library, plus chat template and streaming decode."""
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,12 +55,13 @@ class Tokenizer:
         stop_candidates = [eos_token_id, *(backend.token_to_id(t) for t in _DEFAULT_STOP_TOKENS), *extra_eos_ids]
         self.eos_token_ids: list[int] = list(dict.fromkeys(i for i in stop_candidates if i is not None))
         self._bytes_cache: dict[int, bytes] = {}
-        self._text_backend: BackendTokenizer | None = None  # encode_text's: special markers are plain text there
+        self._special_tokens_switch = threading.Lock()  # encode_text flips the backend's encode_special_tokens
 
     # ---- construction -------------------------------------------------------------------------------------
     @classmethod
-    def from_hf_folder(cls, folder: Path) -> "Tokenizer":
-        """Load tokenizer.json, tokenizer_config.json, chat_template.jinja and generation_config.json's eos ids."""
+    def from_hf_folder(cls, folder: Path, source: str | None = None) -> "Tokenizer":
+        """Load tokenizer.json, tokenizer_config.json, chat_template.jinja and generation_config.json's eos ids;
+        `source` names the model in error messages (default: the folder)."""
         files = read_hf_folder(Path(folder))
         backend = files.backend
 
@@ -73,7 +75,8 @@ class Tokenizer:
             pad_token_id=token_id(files.pad_token),
             chat_template=files.chat_template,
             extra_eos_ids=files.generation_eos_ids,
-            source=str(folder),
+            add_bos_token=files.add_bos_token,
+            source=source or str(folder),
         )
 
     @classmethod
@@ -106,15 +109,21 @@ class Tokenizer:
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         """Token ids of `text`. Special tokens written in the text (`<|im_start|>`) become their own ids;
         `add_special_tokens` adds what the tokenizer adds around a text (a BOS, for models that want one)."""
-        return self._backend.encode(text, add_special_tokens=add_special_tokens).ids
+        with self._special_tokens_switch:
+            return self._backend.encode(text, add_special_tokens=add_special_tokens).ids
 
     def encode_text(self, text: str) -> list[int]:
         """Token ids of user content: special-token markers written in it (`<|im_start|>` in a code file) stay
-        text, as llama.cpp tokenizes FIM prefixes and suffixes. A second backend does it, built on first use."""
-        if self._text_backend is None:
-            self._text_backend = BackendTokenizer.from_str(self._backend.to_str())
-            self._text_backend.encode_special_tokens = True
-        return self._text_backend.encode(text, add_special_tokens=False).ids
+        text, as llama.cpp tokenizes FIM prefixes and suffixes."""
+        # The backend's switch is flipped for this one call (a second backend would cost ~0.5 s to build on the
+        # first FIM request); the lock keeps a concurrent `encode` from seeing it flipped.
+        with self._special_tokens_switch:
+            usual = self._backend.encode_special_tokens
+            self._backend.encode_special_tokens = True
+            try:
+                return self._backend.encode(text, add_special_tokens=False).ids
+            finally:
+                self._backend.encode_special_tokens = usual
 
     def token_id(self, token: str) -> int | None:
         """The id of a vocabulary entry spelled exactly `token` (e.g. '<|fim_prefix|>'), or None."""
