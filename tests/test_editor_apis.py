@@ -77,17 +77,36 @@ def test_generate_raw_and_system(client, tiny_server):
     (lambda c: c.generate(model=TINY_NAMES[0], prompt="x", suffix="y"), 400, "does not support insert"),
     (lambda c: c.generate(model=TINY_NAMES[0], prompt="x", images=[b"\x89PNG"]), 400, "does not support images"),
     (lambda c: c.generate(model=TINY_NAMES[0], prompt="x", raw=True, system="s"), 400, "raw mode"),
-    (lambda c: c.generate(model=TINY_NAMES[0], prompt="x", format="json"), 400, "format"),
+    (lambda c: c.generate(model=TINY_NAMES[0], prompt="x", format={"type": "strnig"}), 400, "format"),
     (lambda c: c.chat(model=TINY_NAMES[0], messages=[{"role": "user", "content": "x"}],
                       options={"temperature": "hot"}), 400, "temperature"),
     (lambda c: c.chat(model=TINY_NAMES[0], messages=[{"role": "user", "content": "x"}],
-                      tools=[{"type": "function", "function": {"name": "f"}}]), 400, "does not support tools"),
+                      tools=[{"type": "function", "function": {"description": "no name"}}]), 400, "name"),
     (lambda c: c.pull("qwen2.5-coder"), 404, "does not implement"),
 ])
 def test_errors_are_ollama_shaped(client, call, status, text):
     with pytest.raises(ollama.ResponseError) as err:
         call(client)
     assert err.value.status_code == status and isinstance(err.value.error, str) and text in err.value.error
+
+
+def test_format_constrains_the_answer_to_the_schema(client):
+    """Ollama's `format` (a JSON schema or "json"): even a random model's answer is valid JSON of that shape."""
+    schema = {"type": "object", "properties": {"color": {"enum": ["red", "green", "blue"]}}, "required": ["color"],
+              "additionalProperties": False}
+    for stream in (False, True):
+        if stream:
+            parts = list(client.generate(model=TINY_NAMES[0], prompt="A color?", format=schema, stream=True,
+                                         options={"num_predict": 40, "temperature": 0}))
+            text, last = "".join(p.response for p in parts), parts[-1]
+        else:
+            last = client.generate(model=TINY_NAMES[0], prompt="A color?", format=schema,
+                                   options={"num_predict": 40, "temperature": 0})
+            text = last.response
+        assert last.done_reason == "stop" and json.loads(text)["color"] in ("red", "green", "blue")
+    answer = client.chat(model=TINY_NAMES[0], messages=[{"role": "user", "content": "JSON please"}], format="json",
+                         options={"num_predict": 24, "temperature": 0, "seed": 1})
+    assert answer.message.content.lstrip().startswith("{")
 
 
 def test_bad_bodies_are_400_not_500(tiny_server):

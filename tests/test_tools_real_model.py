@@ -176,3 +176,53 @@ def test_invalid_schema_is_a_400_and_the_next_request_works(client):
         _call(client, messages=ASK_WEATHER, tools=[WEATHER_TOOL],
               tool_choice={"type": "function", "function": {"name": "nope"}})
     assert _call(client, messages=ASK_WEATHER, max_tokens=4).choices[0].message.content
+
+
+# ---- the same on Ollama's API, with the official ollama client (agent frameworks built on Ollama) ----------------
+
+@pytest.fixture(scope="module")
+def ollama_client(server):
+    import ollama
+
+    return ollama.Client(host=server.url, timeout=900)
+
+
+def test_ollama_chat_calls_the_tool_whole_and_streamed(ollama_client):
+    request = {"model": "Qwen2-0.5B-Instruct", "messages": ASK_WEATHER, "tools": [WEATHER_TOOL, TIME_TOOL],
+               "options": {"temperature": 0, "num_predict": 96}}
+    whole = ollama_client.chat(**request)
+    [call] = whole.message.tool_calls
+    assert call.function.name == "get_weather" and "paris" in call.function.arguments["city"].lower()
+    jsonschema.validate(dict(call.function.arguments), WEATHER_TOOL["function"]["parameters"])
+    assert "tool_call" not in (whole.message.content or "") and whole.done_reason == "stop"
+    parts = list(ollama_client.chat(**request, stream=True))
+    assert [c for p in parts for c in p.message.tool_calls or []] == whole.message.tool_calls
+    assert "".join(p.message.content or "" for p in parts) == (whole.message.content or "")
+    assert "tools" in ollama_client.show("Qwen2-0.5B-Instruct").capabilities
+
+
+def test_ollama_tool_result_turn(ollama_client):
+    ask = [AGENT_SYSTEM, *ASK_WEATHER]
+    first = ollama_client.chat(model="Qwen2-0.5B-Instruct", messages=ask, tools=[WEATHER_TOOL],
+                               options={"temperature": 0, "num_predict": 96}).message
+    assert first.tool_calls and first.tool_calls[0].function.name == "get_weather"
+    messages = [*ask, first.model_dump(exclude_none=True),
+                {"role": "tool", "tool_name": "get_weather",
+                 "content": json.dumps({"city": "Paris", "temperature_c": 31, "sky": "thunderstorms"})}]
+    # The final turn asks for the result as JSON of a given shape (`format`): it can only be right if the tool's
+    # result reached the prompt. (Asked for sentences, the 0.5B model writes the call again; on the OpenAI API
+    # tool_choice "none" forbids that, and Ollama's API has no tool_choice.)
+    report = {"type": "object", "properties": {"temperature_c": {"type": "integer"}, "sky": {"type": "string"}},
+              "required": ["temperature_c", "sky"], "additionalProperties": False}
+    final = ollama_client.chat(model="Qwen2-0.5B-Instruct", messages=messages, format=report,
+                               options={"temperature": 0, "num_predict": 40})
+    answer = json.loads(final.message.content)
+    assert answer["temperature_c"] == 31 and "thunder" in answer["sky"].lower(), answer
+
+
+def test_ollama_format_schema_validates_for_seeded_samples(ollama_client):
+    for seed in range(1, 6):
+        result = ollama_client.chat(model="Qwen2-0.5B-Instruct", format=PERSON,
+                                    messages=[{"role": "user", "content": "Invent a programmer and describe them."}],
+                                    options={"temperature": 1.0, "seed": seed, "num_predict": 100})
+        jsonschema.validate(json.loads(result.message.content), PERSON)

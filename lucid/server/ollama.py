@@ -1,5 +1,6 @@
-"""Ollama's API on lucid's port: /api/generate (with `suffix` for fill-in-the-middle, `raw`), /api/chat, /api/tags,
-/api/show, /api/version, /api/ps — for Open WebUI and the many apps that speak only Ollama.
+"""Ollama's API on lucid's port: /api/generate (with `suffix` for fill-in-the-middle, `raw`), /api/chat (with
+`tools`), `format` on both (JSON mode or a JSON schema), /api/tags, /api/show, /api/version, /api/ps — for Open
+WebUI and the many apps and agent frameworks that speak only Ollama.
 
 Streams are NDJSON (one JSON object a line, Ollama's default); `stream: false` answers with one object. Durations
 are nanoseconds, as Ollama reports them. Errors are `{"error": "..."}` (lucid.server.ollama_errors).
@@ -25,9 +26,11 @@ from lucid.server.fim import FimTokens, fim_cache_reuse, fim_stop_ids, render_fi
 from lucid.server.generation import check_finished, collect_all, generate, max_model_len, start_all, until_disconnect
 from lucid.server.ollama_errors import OllamaRoute
 from lucid.server.ollama_protocol import ChatRequest, GenerateRequest, OllamaMessage, bad
+from lucid.server.ollama_tools import ToolCallStream, chat_tools, format_spec, tool_message
 from lucid.server.protocol import parse_json, parse_model
 from lucid.server.request_params import check_token_ids, resolve_max_tokens
 from lucid.server.state import ServerState
+from lucid.server.structured_request import compile_constraint
 
 if TYPE_CHECKING:
     from lucid.engine.async_engine import AsyncEngine
@@ -55,8 +58,8 @@ def build_router(state: ServerState) -> APIRouter:
                                  "done_reason": "load"})
         prompt_ids = _generate_prompt(engine, req, name)
 
-        def chunk(delta: str) -> dict[str, Any]:
-            return {"model": name, "created_at": now(), "response": delta, "done": False}
+        def chunks(delta: str, finished: bool) -> list[dict[str, Any]]:
+            return [{"model": name, "created_at": now(), "response": delta, "done": False}] if delta else []
 
         def final(text: str, out: RequestOutput) -> dict[str, Any]:
             body: dict[str, Any] = {"model": name, "created_at": now(), "response": text, "done": True}
@@ -64,7 +67,7 @@ def build_router(state: ServerState) -> APIRouter:
                 body["context"] = [*out.prompt_token_ids, *out.outputs[0].token_ids]
             return body
 
-        return await _run(request, state, engine, req, prompt_ids, chunk, final)
+        return await _run(request, state, engine, req, prompt_ids, chunks, final)
 
     @router.post("/chat")
     async def chat(request: Request) -> Response:
@@ -76,17 +79,27 @@ def build_router(state: ServerState) -> APIRouter:
         if not req.messages:
             return JSONResponse({"model": name, "created_at": now(), "message": {"role": "assistant", "content": ""},
                                  "done": True, "done_reason": "load"})
-        prompt_ids = _chat_prompt(engine, req.messages)
+        tools = chat_tools(req.tools)
+        prompt_ids = _chat_prompt(engine, req.messages, tools)
+        names = {t["function"]["name"] for t in tools}
+        calls = ToolCallStream(names) if tools else None
 
-        def chunk(delta: str) -> dict[str, Any]:
-            return {"model": name, "created_at": now(), "message": {"role": "assistant", "content": delta},
-                    "done": False}
+        def message_chunk(message: dict[str, Any]) -> dict[str, Any]:
+            return {"model": name, "created_at": now(), "message": message, "done": False}
+
+        def chunks(delta: str, finished: bool) -> list[dict[str, Any]]:
+            if calls is None:
+                return [message_chunk({"role": "assistant", "content": delta})] if delta else []
+            content, completed = calls.feed(delta, finished)  # tool markup never reaches `content`
+            out = [message_chunk({"role": "assistant", "content": content})] if content else []
+            return out + [message_chunk({"role": "assistant", "content": "", "tool_calls": [call]})
+                          for call in completed]
 
         def final(text: str, out: RequestOutput) -> dict[str, Any]:
-            return {"model": name, "created_at": now(), "message": {"role": "assistant", "content": text},
-                    "done": True}
+            message = tool_message(text, names) if tools else {"role": "assistant", "content": text}
+            return {"model": name, "created_at": now(), "message": message, "done": True}
 
-        return await _run(request, state, engine, req, prompt_ids, chunk, final)
+        return await _run(request, state, engine, req, prompt_ids, chunks, final)
 
     @router.get("/tags")
     async def tags() -> JSONResponse:
@@ -138,23 +151,27 @@ def _generate_prompt(engine: AsyncEngine, req: GenerateRequest, name: str) -> li
     return ids
 
 
-def _chat_prompt(engine: AsyncEngine, messages: list[OllamaMessage]) -> list[int]:
+def _chat_prompt(engine: AsyncEngine, messages: list[OllamaMessage],
+                 tools: list[dict[str, Any]] | None = None) -> list[int]:
     try:
-        text = engine.tokenizer.apply_chat_template([m.for_template() for m in messages], add_generation_prompt=True)
+        text = engine.tokenizer.apply_chat_template([m.for_template() for m in messages], add_generation_prompt=True,
+                                                    tools=tools or None)
     except (ValueError, jinja2.TemplateError) as exc:
         raise bad(f"the chat template rejected these messages: {exc}") from None
     return engine.tokenizer.encode(text)
 
 
 async def _run(request: Request, state: ServerState, engine: AsyncEngine, req: GenerateRequest | ChatRequest,
-               prompt_ids: list[int], chunk: Callable[[str], dict], final: Callable[[str, RequestOutput], dict]
-               ) -> Response:
-    """Generate, then answer with an NDJSON stream or one object; both end with Ollama's counters."""
+               prompt_ids: list[int], chunks: Callable[[str, bool], list[dict]],
+               final: Callable[[str, RequestOutput], dict]) -> Response:
+    """Generate, then answer with an NDJSON stream (`chunks` turns each text delta into the lines to send, given
+    whether it is the last) or one object (`final`); both end with Ollama's counters."""
     started = time.perf_counter_ns()
     max_tokens = resolve_max_tokens(req.num_predict(), None, len(prompt_ids), max_model_len(engine), "prompt")
     params = req.sampling_params(max_tokens, engine.model_config.vocab_size,
                                  fim_stop_ids(engine.tokenizer, prompt_ids))
     params.cache_reuse = fim_cache_reuse(engine.tokenizer, prompt_ids, state.settings.cache_reuse)
+    params.structured = await compile_constraint(engine, format_spec(req.format))
     gen = generate(state, engine, prompt_ids, params, f"ollama-{uuid.uuid4().hex}")
     [first] = await start_all(request, [gen])
     first_at = time.perf_counter_ns()
@@ -177,8 +194,8 @@ async def _run(request: Request, state: ServerState, engine: AsyncEngine, req: G
             while True:
                 c = out.outputs[0]
                 check_finished(c)
-                if c.delta_text:
-                    yield _line(chunk(c.delta_text))
+                for body in chunks(c.delta_text, out.finished):
+                    yield _line(body)
                 if out.finished:
                     yield _line({**final("", out), **counters(out)})
                     return

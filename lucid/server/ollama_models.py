@@ -111,6 +111,18 @@ async def running(state: ServerState, engine: AsyncEngine) -> dict[str, Any]:
                         "expires_at": NEVER, "size_vram": 0, "context_length": max_model_len(engine)}]}
 
 
+def template_takes_tools(tokenizer: Any) -> bool:
+    """Whether the chat template writes the tools it is given into the prompt (Ollama's "tools" capability):
+    rendered with and without one made-up tool, the two prompts differ."""
+    messages = [{"role": "user", "content": "hi"}]
+    tool = {"type": "function", "function": {"name": "probe", "description": "", "parameters": {"type": "object"}}}
+    try:
+        return (tokenizer.apply_chat_template(messages, add_generation_prompt=True, tools=[tool])
+                != tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+    except Exception:  # noqa: BLE001 - a template that cannot render tools does not take them
+        return False
+
+
 async def show(engine: AsyncEngine) -> dict[str, Any]:
     header = await _header(engine)
     config = engine.model_config
@@ -123,7 +135,8 @@ async def show(engine: AsyncEngine) -> dict[str, Any]:
         f"{arch}.attention.head_count": config.num_attention_heads,
         f"{arch}.attention.head_count_kv": config.num_key_value_heads}
     model_info = {**model_info, "general.parameter_count": parameter_count(config)}
-    capabilities = ["completion"] + (["insert"] if FimTokens.find(engine.tokenizer) else [])
+    capabilities = (["completion"] + (["tools"] if template_takes_tools(engine.tokenizer) else [])
+                    + (["insert"] if FimTokens.find(engine.tokenizer) else []))
     return {"license": "", "modelfile": f"# served by lucid\nFROM {engine.source_path or engine.model_name}\n",
             "parameters": "", "template": engine.tokenizer.chat_template or "", "details": await details(engine),
             "model_info": model_info, "capabilities": capabilities, "modified_at": modified}

@@ -51,13 +51,11 @@ class _OllamaRequest(_Request):
     model: StrictStr = ""
     stream: StrictBool = True
     options: dict[str, Any] | None = None
-    format: Any = None
+    format: Any = None           # "json" or a JSON schema (lucid.server.ollama_tools)
     keep_alive: Any = None       # lucid keeps its one model loaded
     think: Any = None
 
     def refuse_unsupported(self) -> None:
-        if self.format not in (None, ""):
-            raise bad("'format' (JSON mode and structured outputs) is not supported by lucid yet")
         if self.think not in (None, False):
             raise bad(f'"{self.model}" does not support thinking')
 
@@ -125,11 +123,9 @@ class GenerateRequest(_OllamaRequest):
 
 class ChatRequest(_OllamaRequest):
     messages: list[OllamaMessage] = []
-    tools: list[Any] | None = None
+    tools: list[Any] | None = None   # OpenAI-style function tools (lucid.server.ollama_tools)
 
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
-        if self.tools:
-            raise bad(f'"{self.model}" does not support tools')
         if any(m.images for m in self.messages):
             raise bad(f'"{self.model}" does not support images')

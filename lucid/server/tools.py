@@ -60,7 +60,7 @@ def chat_tools(req: ChatCompletionRequest) -> ChatTools:
     param = "functions" if legacy else "tools"
     if len(raw or []) > MAX_TOOLS:
         raise bad_request(f"{param}: at most {MAX_TOOLS} functions, got {len(raw or [])}", param=param)
-    tools = [_tool(t, legacy, f"{param}[{i}]") for i, t in enumerate(raw or [])]
+    tools = [normalize_tool(t, f"{param}[{i}]", legacy) for i, t in enumerate(raw or [])]
     names = [t["function"]["name"] for t in tools]
     if len(set(names)) != len(names):
         raise bad_request(f"{param}: function names must be unique", param=param)
@@ -89,7 +89,9 @@ def chat_tools(req: ChatCompletionRequest) -> ChatTools:
     return ChatTools(tools, mode, named, parallel)
 
 
-def _tool(raw: Any, legacy: bool, where: str) -> dict[str, Any]:
+def normalize_tool(raw: Any, where: str, legacy: bool = False) -> dict[str, Any]:
+    """One tool as {"type": "function", "function": {name, description, parameters}}; `legacy`: a bare function
+    object (OpenAI's old `functions`). A malformed one is a 400 naming `where`."""
     function = raw if legacy else (raw.get("function") if isinstance(raw, dict) else None)
     if not legacy and (not isinstance(raw, dict) or raw.get("type", "function") != "function"):
         raise bad_request(f"{where}: only tools of type 'function' are supported", param=where.split("[")[0])
