@@ -1,6 +1,6 @@
 """Everything that turns a path on disk into weights, config and tokenizer."""
 
-from lucid.cache_folder import cache_dir
+from lucid.loader.cache import cache_dir
 from lucid.loader.catalog import pull, pulled_models
 from lucid.loader.checkpoint import Checkpoint
 from lucid.loader.convert import convert_gguf_to_hf

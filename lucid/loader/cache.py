@@ -1,4 +1,4 @@
-"""The prepared-weights cache: dequantized GGUF tensors kept as safetensors in lucid's cache folder.
+"""lucid's cache folder, and the prepared-weights cache: dequantized GGUF tensors kept as safetensors.
 
 Dequantizing a 0.5B GGUF in numpy takes seconds (and parsing its 150k-token header as long again), so after the
 first load the float tensors and the header values lucid uses are saved under the cache folder, keyed by the
@@ -7,14 +7,16 @@ GGUF's path, size, mtime and the dtype; the next load memory-maps them instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from lucid.cache_folder import cache_dir, entry_prefix, remove_stale_entries, write_entry
 from lucid.config import ModelConfig
 from lucid.errors import ModelLoadError
 from lucid.loader.checkpoint import GGUFContents
@@ -22,15 +24,33 @@ from lucid.loader.tensors import LazyTensors, dtype_name, open_safetensors
 
 log = logging.getLogger(__name__)
 
+CACHE_ENV = "LUCID_CACHE_DIR"
 PREPARED_FORMAT = 2  # bump when the layout or meaning of a prepared entry changes; old entries are then ignored
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
 
 
+def cache_dir() -> Path:
+    """~/.cache/lucid, or $LUCID_CACHE_DIR; created when missing."""
+    folder = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "lucid").expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelLoadError(f"{folder}: cannot create lucid's cache folder ({exc.strerror or exc}); "
+                             f"set {CACHE_ENV} to a writable folder.") from None
+    return folder
+
+
+def _entry_prefix(gguf_path: Path) -> str:
+    # The resolved path's hash keeps two different "model.gguf" files apart.
+    path_hash = hashlib.sha1(str(gguf_path.resolve()).encode()).hexdigest()[:10]
+    return f"{gguf_path.stem}-{path_hash}-"
+
+
 def prepared_entry(gguf_path: Path, dtype: torch.dtype) -> Path:
     """The folder that holds (or will hold) the prepared weights of this exact file version in this dtype."""
     st = gguf_path.stat()
-    key = f"{entry_prefix(gguf_path)}{st.st_size}-{st.st_mtime_ns}-{dtype_name(dtype)}-v{PREPARED_FORMAT}"
+    key = f"{_entry_prefix(gguf_path)}{st.st_size}-{st.st_mtime_ns}-{dtype_name(dtype)}-v{PREPARED_FORMAT}"
     return cache_dir() / "prepared" / key
 
 
@@ -67,7 +87,46 @@ def save_prepared(entry: Path, gguf_path: Path, contents: GGUFContents) -> None:
 
     if write_entry(entry, write, "prepared-weights"):
         version = entry.name.rsplit("-", 2)[0]  # everything before "-<dtype>-v<format>"
-        remove_stale_entries(entry.parent, entry_prefix(gguf_path),
+        remove_stale_entries(entry.parent, _entry_prefix(gguf_path),
                              keep=lambda name: name.startswith(version) and name.endswith(f"-v{PREPARED_FORMAT}"))
 
 
+def write_entry(entry: Path, write: Callable[[Path], None], what: str) -> bool:
+    """Run `write(folder)` on a temporary folder, then rename it to `entry` (if another process wrote the same
+    entry first, theirs stays). Failing to write (disk full, read-only cache) only costs the next load its speed:
+    it is logged and False returned, never raised."""
+    from safetensors import SafetensorError
+
+    tmp = entry.with_name(f"{entry.name}.tmp-{os.getpid()}")
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        try:
+            tmp.rename(entry)
+        except OSError:  # another process wrote the same entry first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except (OSError, SafetensorError) as exc:
+        log.warning("could not write the %s cache %s: %s", what, entry, exc)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    return True
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_entries(folder: Path, prefix: str, keep: Callable[[str], bool]) -> None:
+    """Drop the entries named `prefix*` in `folder` that `keep(name)` rejects (earlier versions of a source, older
+    formats), and temporary folders left by killed processes."""
+    for entry in folder.glob(prefix + "*"):
+        name, _, pid = entry.name.partition(".tmp-")
+        stale = (pid.isdigit() and not pid_alive(int(pid))) if pid else not keep(name)
+        if stale and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)

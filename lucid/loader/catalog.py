@@ -12,8 +12,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from lucid.cache_folder import cache_dir
 from lucid.errors import ModelLoadError
+from lucid.loader.cache import cache_dir
 from lucid.loader.default_model import (
     DEFAULT_MODEL_FILE,
     DEFAULT_MODEL_NAME,

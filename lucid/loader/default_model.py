@@ -14,8 +14,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lucid.cache_folder import cache_dir
 from lucid.errors import ModelLoadError
+from lucid.loader.cache import cache_dir
 
 DEFAULT_MODEL_NAME = "qwen2.5-coder-0.5b-instruct"
 DEFAULT_MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"

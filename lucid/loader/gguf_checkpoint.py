@@ -12,7 +12,6 @@ from lucid.errors import ModelLoadError
 from lucid.loader.cache import load_prepared, prepared_entry, save_prepared
 from lucid.loader.checkpoint import Checkpoint, GGUFContents
 from lucid.loader.gguf_file import read_gguf
-from lucid.tokenizer.gguf_cache import gguf_tokenizer
 
 if TYPE_CHECKING:
     from lucid.tokenizer import Tokenizer
@@ -41,15 +40,9 @@ def read_gguf_checkpoint(path: Path, dtype: torch.dtype, use_cache: bool | None 
         contents = read_gguf(path, dtype)
         if entry:
             save_prepared(entry, path, contents)
-
-    def build_tokenizer() -> Tokenizer:
-        return tokenizer_from_fields(contents, str(path))
-
-    # The built tokenizer is cached with the weights (files big enough for that), and apart from them: lucid serve
-    # reads it before torch is imported (lucid.tokenizer.gguf_cache).
-    tokenizer = gguf_tokenizer(path, build_tokenizer) if use_cache else build_tokenizer()
     return Checkpoint(path=path, name=contents.name, config=contents.config,
-                      generation_config=contents.generation_config, tokenizer=tokenizer, tensors=contents.tensors,
+                      generation_config=contents.generation_config,
+                      tokenizer=tokenizer_from_fields(contents, str(path)), tensors=contents.tensors,
                       stored_formats=contents.stored_formats)
 
 

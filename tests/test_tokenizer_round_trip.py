@@ -1,10 +1,9 @@
-"""The built-tokenizer cache (lucid.tokenizer.gguf_cache): a GGUF's tokenizer is built from its fields once, then
-read back from tokenizer.json, and behaves exactly as the one built from the fields."""
+"""A GGUF's tokenizer written as Hugging Face files (`Tokenizer.save_hf`, what `lucid convert` writes) reads back
+as the same tokenizer, BOS rule included; and `encode_text` (special markers kept as text) is safe beside `encode`
+from many threads."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 from pathlib import Path
 
@@ -12,29 +11,12 @@ import pytest
 import torch
 
 from lucid.loader import gguf_checkpoint as gguf_checkpoint_module
-from lucid.loader import read_checkpoint
 from lucid.testing import TinyModel
-from lucid.tokenizer import Tokenizer, gguf_cache
+from lucid.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.timeout(120)
 
 SAMPLES = ["hello 你好 😀", "<|im_start|>user\nhi<|im_end|>\n", "def f(x):\n    return x  # done\n", "  \t\n\n"]
-
-
-@pytest.fixture
-def gguf_copy(tiny_model: TinyModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("LUCID_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(gguf_cache, "_built", {})  # this test's own process-wide memory
-    path = tmp_path / "model.gguf"
-    shutil.copy(tiny_model.gguf_path, path)
-    return path
-
-
-def _forbid_building(monkeypatch: pytest.MonkeyPatch) -> None:
-    def fail(*args: object) -> None:
-        raise AssertionError("the tokenizer was built from the GGUF's fields although it is cached")
-
-    monkeypatch.setattr(gguf_checkpoint_module, "tokenizer_from_fields", fail)
 
 
 def assert_same_tokenizer(a: Tokenizer, b: Tokenizer) -> None:
@@ -50,52 +32,8 @@ def assert_same_tokenizer(a: Tokenizer, b: Tokenizer) -> None:
     assert [a.token_bytes(i) for i in range(a.vocab_size)] == [b.token_bytes(i) for i in range(b.vocab_size)]
 
 
-def test_the_second_process_reads_the_built_tokenizer(gguf_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = read_checkpoint(gguf_copy, torch.bfloat16, use_cache=True).tokenizer
-    entry = gguf_cache.tokenizer_entry(gguf_copy)
-    assert (entry / "tokenizer.json").is_file() and (entry / "tokenizer_config.json").is_file()
-
-    monkeypatch.setattr(gguf_cache, "_built", {})  # as a new process would start
-    _forbid_building(monkeypatch)
-    second = read_checkpoint(gguf_copy, torch.bfloat16, use_cache=True).tokenizer
-    assert second is not first
-    assert_same_tokenizer(first, second)
-    assert second.source == str(gguf_copy)  # errors name the model, not the cache folder
-
-
-def test_one_process_builds_it_once(gguf_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = read_checkpoint(gguf_copy, torch.bfloat16, use_cache=True).tokenizer
-    _forbid_building(monkeypatch)
-    assert read_checkpoint(gguf_copy, torch.float32, use_cache=True).tokenizer is first
-
-
-def test_small_files_are_not_cached(gguf_copy: Path) -> None:
-    read_checkpoint(gguf_copy, torch.bfloat16, use_cache=False)
-    assert not gguf_cache.tokenizer_entry(gguf_copy).exists() and gguf_cache.cached_tokenizer(gguf_copy) is None
-
-
-def test_a_damaged_entry_is_rebuilt(gguf_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    reference = read_checkpoint(gguf_copy, torch.bfloat16, use_cache=True).tokenizer
-    tokenizer_json = gguf_cache.tokenizer_entry(gguf_copy) / "tokenizer.json"
-    tokenizer_json.write_text("{not json")
-    monkeypatch.setattr(gguf_cache, "_built", {})
-    again = read_checkpoint(gguf_copy, torch.bfloat16, use_cache=True).tokenizer
-    assert_same_tokenizer(reference, again)
-
-
-def test_a_changed_file_replaces_its_old_entry(gguf_copy: Path) -> None:
-    read_checkpoint(gguf_copy, torch.bfloat16, use_cache=True)
-    old = gguf_cache.tokenizer_entry(gguf_copy)
-    stat = gguf_copy.stat()
-    os.utime(gguf_copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    read_checkpoint(gguf_copy, torch.bfloat16, use_cache=True)
-    new = gguf_cache.tokenizer_entry(gguf_copy)
-    assert new != old and new.is_dir() and not old.exists()
-
-
 @pytest.mark.slow
-def test_the_real_tokenizer_reads_back_identical(real_gguf_path: Path, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_real_tokenizer_reads_back_identical(real_gguf_path: Path, tmp_path: Path) -> None:
     from lucid.loader.gguf_file import read_gguf
 
     built = gguf_checkpoint_module.tokenizer_from_fields(read_gguf(real_gguf_path, torch.bfloat16), "real")
