@@ -79,3 +79,12 @@ def test_a_tokenizer_that_adds_bos_still_does_after_the_round_trip(tiny_model: T
     assert built.adds_bos and read_back.adds_bos
     assert read_back.encode_prompt("hi")[0] == built.bos_token_id
     assert_same_tokenizer(built, read_back)
+
+
+def test_a_tokenizer_pickles(tiny_model: TinyModel) -> None:
+    """Ray sends the replicas' tokenizer to the front pickled (lucid.cluster)."""
+    import pickle
+
+    tokenizer = Tokenizer.from_hf_folder(tiny_model.hf_dir)
+    copy = pickle.loads(pickle.dumps(tokenizer))
+    assert_same_tokenizer(tokenizer, copy)

@@ -57,6 +57,16 @@ class Tokenizer:
         self._bytes_cache: dict[int, bytes] = {}
         self._special_tokens_switch = threading.Lock()  # encode_text flips the backend's encode_special_tokens
 
+    # The cluster's front receives the replicas' tokenizer pickled (lucid.cluster): a lock does not travel.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_special_tokens_switch"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._special_tokens_switch = threading.Lock()
+
     # ---- construction -------------------------------------------------------------------------------------
     @classmethod
     def from_hf_folder(cls, folder: Path, source: str | None = None) -> "Tokenizer":
