@@ -161,3 +161,29 @@ def test_sigterm_drains_and_leaves_no_ray_process(cluster):
     assert cluster.stop(signal.SIGTERM) == 0
     gone, alive = psutil.wait_procs(ray_procs, timeout=30)
     assert not alive, [" ".join(p.cmdline()) for p in alive]
+
+
+def _ray_workers() -> set[int]:
+    return {p.pid for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].startswith("ray::")}
+
+
+def test_replicas_that_cannot_load_the_model_say_why_and_leave_nothing(tmp_path):
+    """Serve reports only that deploying failed; the server says the replicas' own reason, exits 1, and the local
+    Ray goes with it."""
+    missing = tmp_path / "missing.gguf"
+    before = _ray_workers()
+    server = ServerProcess("--model", str(missing), "--replicas", "2", "--cpus-per-replica", "1")
+    seen: set[int] = set()
+    try:
+        deadline = time.monotonic() + 240
+        while server.proc.poll() is None and time.monotonic() < deadline:
+            seen |= _ray_workers() - before   # this run's Ray workers, while they live
+            time.sleep(0.5)
+    finally:
+        code = server.stop()
+    log = server.log()
+    assert code == 1 and seen, log[-3000:]
+    failure = next(line for line in log.splitlines() if "Loading the model failed" in line)
+    assert f"{missing}: no such file or folder" in failure, failure
+    _, alive = psutil.wait_procs([psutil.Process(pid) for pid in seen if psutil.pid_exists(pid)], timeout=30)
+    assert not alive, [" ".join(p.cmdline()) for p in alive]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -23,6 +24,7 @@ from lucid.cluster.prefix_router import PrefixAffinityRouter
 from lucid.cluster.replica import LucidReplica
 from lucid.cluster.stats_board import StatsBoard
 from lucid.config import EngineConfig
+from lucid.errors import ModelLoadError
 from lucid.threads import available_cpus
 
 log = logging.getLogger("lucid.cluster")
@@ -75,9 +77,33 @@ def deploy(spec: ReplicaSpec, num_replicas: int, cpus_per_replica: int, on_shutd
         health_check_period_s=2.0, health_check_timeout_s=30.0, graceful_shutdown_timeout_s=5.0,
         logging_config=LoggingConfig(enable_access_log=False))  # the front logs each request already
     serve.start(proxy_location="Disabled")
-    handle = serve.run(deployment.bind(spec), name=APP_NAME, route_prefix=None)
+    try:
+        handle = serve.run(deployment.bind(spec), name=APP_NAME, route_prefix=None)
+    except RuntimeError as exc:  # Serve says only that deploying failed; the replicas' own error says why
+        raise replica_failure(exc) from exc
     info = handle.describe.remote().result()
     return ClusterEngine(handle, info, APP_NAME, DEPLOYMENT_NAME, num_replicas, board, on_shutdown)
+
+
+def replica_failure(exc: RuntimeError) -> Exception:
+    """The reason the replicas could not start, from the last error line of their status message (the replica
+    constructor's traceback, as Serve keeps it): a ModelLoadError stays one, so the server reports it as the
+    single-process server does ("Loading the model failed: /x.gguf: no such file or folder ...")."""
+    try:
+        application = serve.status().applications.get(APP_NAME)
+        messages = [d.message for d in application.deployments.values()] if application else []
+    except Exception:  # noqa: BLE001 - no status to read: Serve's own error is all there is
+        return exc
+    for message in messages:
+        lines = [line.strip() for line in (message or "").splitlines()]
+        reason = next((line for line in reversed(lines) if re.match(r"[\w.]+(Error|Exception): ", line)), None)
+        if reason is None:
+            continue
+        kind, _, text = reason.partition(": ")
+        if kind.endswith("ModelLoadError"):
+            return ModelLoadError(text)
+        return RuntimeError(f"the replicas could not start: {reason}")
+    return exc
 
 
 def stop(own_ray: bool) -> None:
