@@ -2,9 +2,9 @@
 
 Part 1 (no model, seconds): `lucid.layers.sampler.sample` on (B, 151,936) logits shaped like a chat model's
 (a few likely tokens, a long Zipf tail), greedy vs temperature 0.7 and the usual options. Best of --repeat.
-Part 2 (--engine, the default model): decode throughput of B concurrent sequences, greedy vs temperature 0.7,
-EOS suppressed, runs interleaved so that machine noise hits both alike. The sampled figure over the greedy one is
-what a step costs more when it samples (the target: ≤ 5%).
+Part 2 (--engine, the default model as `lucid serve` loads it): decode throughput of B concurrent sequences, greedy
+vs temperature 0.7 (alone, with top-p 0.9, with min-p 0.05), EOS suppressed, runs interleaved so that machine noise
+hits all alike. The sampled figure over the greedy one is what a step costs more when it samples (the target: ≤ 5%).
 
     .venv/bin/python benchmarks/sampler_bench.py                # part 1
     .venv/bin/python benchmarks/sampler_bench.py --engine       # parts 1 and 2
@@ -78,25 +78,32 @@ def sampler_alone(repeat: int) -> None:
             print(f"  {rows:>2} rows  {case:<26} {value:7.3f}{extra}")
 
 
+ENGINE_CASES = {"greedy": {"temperature": 0.0}, "T=0.7": {"temperature": 0.7},
+                "T=0.7 top_p=0.9": {"temperature": 0.7, "top_p": 0.9},
+                "T=0.7 min_p=0.05": {"temperature": 0.7, "min_p": 0.05}}
+
+
 def engine_steps(runs: int, tokens: int) -> None:
     from lucid import SamplingParams
+    from lucid.config import DEFAULT_QUANTIZATION
     from lucid.llm import LLM
 
-    llm = LLM(None)
+    llm = LLM(None, quantization=DEFAULT_QUANTIZATION)
     prompt = llm.tokenizer.encode("Write a long story about a lighthouse keeper and the sea.")
     print(f"engine decode, {tokens} tokens per sequence, EOS suppressed, median of {runs} interleaved runs")
     for rows in (1, 16):
-        rates: dict[float, list[float]] = {0.0: [], 0.7: []}
+        rates: dict[str, list[float]] = {case: [] for case in ENGINE_CASES}
         for run in range(runs):
-            for temperature in rates:
-                params = SamplingParams(temperature=temperature, max_tokens=tokens, ignore_eos=True, seed=None)
+            for case, options in ENGINE_CASES.items():
+                params = SamplingParams(max_tokens=tokens, ignore_eos=True, seed=None, **options)
                 prompts = [[*prompt, 100 + run * 32 + i] for i in range(rows)]  # distinct: no shared last token
                 started = time.perf_counter()
                 llm.generate(prompts, params)
-                rates[temperature].append(rows * tokens / (time.perf_counter() - started))
-        greedy, sampled = statistics.median(rates[0.0]), statistics.median(rates[0.7])
-        print(f"  {rows:>2} sequences  greedy {greedy:7.1f} tok/s  T=0.7 {sampled:7.1f} tok/s  "
-              f"sampled/greedy {sampled / greedy:.3f}")
+                rates[case].append(rows * tokens / (time.perf_counter() - started))
+        greedy = statistics.median(rates["greedy"])
+        for case in ENGINE_CASES:
+            rate = statistics.median(rates[case])
+            print(f"  {rows:>2} sequences  {case:<18} {rate:7.1f} tok/s  / greedy {rate / greedy:.3f}")
 
 
 def main() -> None:

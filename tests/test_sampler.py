@@ -148,6 +148,7 @@ PARAM_CASES = [  # temperature, top_k, top_p, min_p per row
     ([0.7, 1.0, 1.3], [0, 10, 0], [0.9, 1.0, 0.6], [0.05, 0.0, 0.2]),   # mixed: some rows without top-k
     ([1.0, 0.5, 2.0], [0, 0, 0], [0.999, 0.5, 0.97], [0.0, 0.0, 0.0]),  # a nucleus wider than NUCLEUS_FIRST
     ([1.0, 0.5, 2.0], [0, 30, 0], [0.01, 0.01, 1.0], [0.0, 0.0, 0.9]),   # nuclei of one token, a strict min-p
+    ([0.7, 1.0, 1.3], [0, 0, 0], [0.9, 1.0, 0.95], [0.0, 0.001, 0.05]),  # no top-k, every row restricted: candidates
 ]
 
 
@@ -217,6 +218,28 @@ def test_a_seeded_row_draws_the_same_whatever_the_batch():
             generators=[torch.Generator().manual_seed(seed), None, None, torch.Generator().manual_seed(99)]))
         assert batched[0] == alone[0]
         assert batched[1] == logits[1].argmax()
+
+
+def test_top_p_and_min_p_without_top_k_select_candidates_only():
+    """A batch whose every row top-p or min-p restricts never builds vocabulary-sized weights: its candidates are the
+    best tokens, as many as the rules can keep (grown past NUCLEUS_FIRST for a wide min-p)."""
+    logits = torch.randn(2, 5000, generator=torch.Generator().manual_seed(4)) * 3
+    t = tensors(rows=2, top_p=torch.tensor([0.5, 1.0]), min_p=torch.tensor([0.0, 0.01]))
+    c = S.sampling_candidates(logits, t)
+    assert c.ids is not None and S.NUCLEUS_FIRST < c.ids.shape[1] < 5000
+    kept_by_min_p = int((logits[1].softmax(-1) >= 0.01 * logits[1].softmax(-1).max()).sum())
+    assert int(c.weights[1].gt(0).sum()) == kept_by_min_p
+
+
+def test_a_seeded_top_p_row_draws_the_same_alone_and_in_a_mixed_batch():
+    logits = torch.randn(3, 3000, generator=torch.Generator().manual_seed(5))
+    for seed in range(20):
+        own = torch.Generator().manual_seed(seed)
+        alone = S.sample(logits[:1], tensors(top_p=torch.tensor([0.9]), generators=[own]))
+        batched = S.sample(logits, tensors(   # a neighbour without top-p or min-p sends the batch down the dense path
+            rows=3, temperature=torch.tensor([1.0, 0.8, 0.0]), top_p=torch.tensor([0.9, 1.0, 1.0]),
+            generators=[torch.Generator().manual_seed(seed), None, None]))
+        assert batched[0] == alone[0]
 
 
 def test_one_uniform_per_row_from_its_own_generator():

@@ -22,6 +22,7 @@ from lucid.engine.scheduler import Scheduler, SchedulerOutput
 from lucid.engine.sequence import Sequence
 from lucid.engine.speculative import Speculator
 from lucid.errors import ContextLengthError, SamplingParamsError
+from lucid.malloc_tuning import keep_large_blocks
 from lucid.sampling_params import SamplingParams
 from lucid.structured.backend import GrammarCompiler
 from lucid.structured.decoder import StructuredDecoder
@@ -66,6 +67,7 @@ class LLMEngine:
 
         # "none" keeps HF's separate modules for learners and references; the rest is the serving path.
         engine_config = engine_config or EngineConfig()
+        keep_large_blocks()                            # a step's big tensors reuse freed memory (lucid.malloc_tuning)
         configure_threads(engine_config.num_threads)   # before loading: packing the weights is parallel too
         loaded = load_quantized(model, quantization, dtype=dtype, device=device)
         engine = cls(loaded.model, loaded.tokenizer, loaded.config, engine_config,

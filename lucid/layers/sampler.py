@@ -7,8 +7,9 @@ logits, before any of this.
 The draw is built to cost little next to the model's step (a decode step at 16 rows reads 16 × 151,936 logits):
 - one uniform number per row and an inverse-CDF search (`draw`), no random number per vocabulary entry;
 - top-k by partial selection (`topk`); top-p and min-p then work on those k candidates only;
-- a row without top-k makes a few vectorized passes over its vocabulary (max, exp, chunk sums); top-p without a
-  top-k sorts only as many of the best tokens as it takes to reach the mass p;
+- a row without top-k makes a few vectorized passes over its vocabulary (max, exp, chunk sums); top-p or min-p
+  without a top-k selects only as many of the best tokens as they can keep (the mass p; the min-p floor), and when
+  every row of the batch is so restricted, nothing vocabulary-sized is written but the scaled logits;
 - a seeded row draws its uniform from its own generator, so its tokens never depend on the batch around it.
 `apply_top_k`, `apply_top_p` and `apply_min_p` are the rules on dense (B, V) logits, exactly as their formulas
 read; `sampling_probs` gives the same distribution the fast path draws from (the tests hold them to each other).
@@ -16,6 +17,7 @@ read; `sampling_probs` gives the same distribution the fast path draws from (the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -182,24 +184,59 @@ def _dense_candidates(logits: torch.Tensor, t: SamplingTensors) -> Candidates:
 
 
 def _nucleus_dense(weights: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """Top-p over whole-vocabulary weights, sorting only the best tokens: try the best NUCLEUS_FIRST, grow the set
-    until its mass reaches every row's p (the tokens past it are all dropped then), and zero the rest."""
+    """Top-p over whole-vocabulary weights, sorting only the best tokens (`_best_until`), the rest zeroed."""
     total = weights.sum(dim=-1, keepdim=True)
-    size = NUCLEUS_FIRST
-    while True:
-        size = min(size, weights.shape[-1])
-        values, ids = weights.topk(size, dim=-1)                                       # (B, size), best first
-        if size == weights.shape[-1] or bool((values.sum(dim=-1) >= top_p * total.squeeze(1)).all()):
-            break
-        size *= NUCLEUS_GROWTH
+    values, ids = _best_until(weights, lambda best: best.sum(dim=-1) >= top_p * total.squeeze(1))
     kept = values.masked_fill_(~_nucleus(values, total, top_p), 0.0)
     return torch.zeros_like(weights).scatter_(1, ids, kept)
+
+
+def _best_until(scores: torch.Tensor, enough: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Each row's best scores and their ids, best first: the best NUCLEUS_FIRST, grown NUCLEUS_GROWTH-fold until
+    `enough(best)` holds for every row (or the set is the whole vocabulary). A partial selection, not a sort."""
+    size = NUCLEUS_FIRST
+    while True:
+        size = min(size, scores.shape[-1])
+        values, ids = scores.topk(size, dim=-1)                                        # (B, size), best first
+        if size == scores.shape[-1] or bool(enough(values).all()):
+            return values, ids
+        size *= NUCLEUS_GROWTH
+
+
+def _restricted_candidates(logits: torch.Tensor, t: SamplingTensors) -> Candidates:
+    """Rows without a top-k whose top-p or min-p keeps only some of the best tokens: those best tokens, by partial
+    selection grown until the set holds every token the rules can keep, weighted relative to the best one. Nothing
+    the size of the vocabulary is written but the scaled logits; the draw then searches the candidates only."""
+    scaled = logits if bool((t.temperature == 1).all()) else logits * _inverse_temperature(t)   # (B, V)
+    nucleus = t.top_p < 1
+    # The mass of a whole row, relative to its best token (whose weight is 1), for top-p's share.
+    log_total = scaled.logsumexp(dim=-1) if bool(nucleus.any()) else None                     # (B,)
+    strict_min_p = (t.min_p > 0) & ~nucleus   # rows that min-p alone restricts: the set must reach below its floor
+
+    def enough(best: torch.Tensor) -> torch.Tensor:
+        weights = (best - best[:, :1]).exp()
+        held = torch.ones_like(nucleus)
+        if log_total is not None:
+            total = (log_total - best[:, 0]).exp()
+            held = ~nucleus | (weights.sum(dim=-1) >= t.top_p * total)
+        return held & (~strict_min_p | (weights[:, -1] < t.min_p))
+
+    values, ids = _best_until(scaled, enough)
+    weights = (values - values[:, :1]).exp()                                           # (B, K), best = 1
+    if log_total is not None:
+        total = (log_total - values[:, 0]).exp().unsqueeze(1)
+        weights = weights.masked_fill_(~_nucleus(weights, total, t.top_p), 0.0)
+    if bool((t.min_p > 0).any()):
+        weights = weights.masked_fill_(weights < t.min_p.unsqueeze(1), 0.0)          # the top weight is 1
+    return Candidates(ids, weights)
 
 
 def sampling_candidates(logits: torch.Tensor, t: SamplingTensors) -> Candidates:
     """Processed logits -> each row's sampling distribution (temperature, top-k, top-p, min-p) as candidates."""
     if bool((t.top_k > 0).all()):
         return _top_k_candidates(logits, t)
+    if not bool((t.top_k > 0).any()) and bool(((t.top_p < 1) | (t.min_p > 0)).all()):
+        return _restricted_candidates(logits, t)
     return _dense_candidates(logits, t)
 
 

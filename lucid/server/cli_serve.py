@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from lucid.cli import add_speculative_arguments, speculative_from_args
 from lucid.config import DEFAULT_QUANTIZATION, QUANTIZATION_SCHEMES, EngineConfig, parse_size
+from lucid.malloc_tuning import keep_large_blocks
 from lucid.server import startup_gc
 from lucid.server.settings import DEFAULT_MAX_BODY_BYTES, ServerSettings
 
@@ -163,6 +164,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.replicas < 1 or (args.cpus_per_replica is not None and args.cpus_per_replica < 1):
         print("lucid serve: --replicas and --cpus-per-replica must be at least 1", file=sys.stderr)
         return 2
+    keep_large_blocks()  # before any other thread exists: the engine thread shares the main arena
     startup_gc.pause()  # until the engine is loaded (_resuming_gc), or serving ends without one
     try:
         return _serve(args, settings)
