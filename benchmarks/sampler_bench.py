@@ -113,6 +113,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=64)
     args = parser.parse_args()
+    from lucid.malloc_tuning import keep_large_blocks
+
+    keep_large_blocks()  # as an engine runs (LLMEngine.from_pretrained, lucid serve)
     with torch.inference_mode():
         sampler_alone(args.repeat)
         if args.engine:

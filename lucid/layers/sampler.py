@@ -204,30 +204,22 @@ def _best_until(scores: torch.Tensor, enough: Callable[[torch.Tensor], torch.Ten
 
 
 def _restricted_candidates(logits: torch.Tensor, t: SamplingTensors) -> Candidates:
-    """Rows without a top-k whose top-p or min-p keeps only some of the best tokens: those best tokens, by partial
-    selection grown until the set holds every token the rules can keep, weighted relative to the best one. Nothing
-    the size of the vocabulary is written but the scaled logits; the draw then searches the candidates only."""
-    scaled = logits if bool((t.temperature == 1).all()) else logits * _inverse_temperature(t)   # (B, V)
+    """Rows without a top-k whose top-p or min-p keeps only some of the best tokens: softmax(logits / T) (one fused
+    kernel), then only those best tokens, by partial selection grown until the set holds every token the rules can
+    keep. No vocabulary-sized scatter or draw: the draw then searches the candidates."""
+    scaled = logits if bool((t.temperature == 1).all()) else logits * _inverse_temperature(t)
+    probs = scaled.softmax(dim=-1)                                                     # (B, V), rows sum to 1
     nucleus = t.top_p < 1
-    # The mass of a whole row, relative to its best token (whose weight is 1), for top-p's share.
-    log_total = scaled.logsumexp(dim=-1) if bool(nucleus.any()) else None                     # (B,)
     strict_min_p = (t.min_p > 0) & ~nucleus   # rows that min-p alone restricts: the set must reach below its floor
 
     def enough(best: torch.Tensor) -> torch.Tensor:
-        weights = (best - best[:, :1]).exp()
-        held = torch.ones_like(nucleus)
-        if log_total is not None:
-            total = (log_total - best[:, 0]).exp()
-            held = ~nucleus | (weights.sum(dim=-1) >= t.top_p * total)
-        return held & (~strict_min_p | (weights[:, -1] < t.min_p))
+        held = ~nucleus | (best.sum(dim=-1) >= t.top_p)
+        return held & (~strict_min_p | (best[:, -1] < t.min_p * best[:, 0]))
 
-    values, ids = _best_until(scaled, enough)
-    weights = (values - values[:, :1]).exp()                                           # (B, K), best = 1
-    if log_total is not None:
-        total = (log_total - values[:, 0]).exp().unsqueeze(1)
-        weights = weights.masked_fill_(~_nucleus(weights, total, t.top_p), 0.0)
+    values, ids = _best_until(probs, enough)
+    weights = values.masked_fill_(~_nucleus(values, values.new_ones(values.shape[0], 1), t.top_p), 0.0)
     if bool((t.min_p > 0).any()):
-        weights = weights.masked_fill_(weights < t.min_p.unsqueeze(1), 0.0)          # the top weight is 1
+        weights = weights.masked_fill_(weights < values[:, :1] * t.min_p.unsqueeze(1), 0.0)
     return Candidates(ids, weights)
 
 
