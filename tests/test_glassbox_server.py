@@ -48,7 +48,8 @@ def test_token_ids_form_and_bad_input(server):
     ids = httpx.post(f"{server.url}/tokenize", json={"prompt": "one two three"}).json()["tokens"]
     got = httpx.post(f"{server.url}/glassbox/token", timeout=60, json={"token_ids": ids}).json()
     assert got["token_ids"] == ids and got["lens"]["token_id"] == ids[-1]
-    for body in ({}, {"token_ids": [1]}, {"token_ids": [1, 10 ** 9]}, {"messages": HELLO, "completion": [[300]]},
+    for body in ({}, {"token_ids": [1]}, {"token_ids": [1, 10 ** 9]}, {"token_ids": [-(2 ** 64), 2]},
+                 {"token_ids": [-1, 2]}, {"messages": HELLO, "completion": [[300]]},
                  {"messages": HELLO, "token_ids": [1, 2]}, {"token_ids": [1, 2], "top": 0}):
         reply = httpx.post(f"{server.url}/glassbox/token", timeout=60, json=body)
         assert reply.status_code == 400 and reply.json()["error"]["message"], (body, reply.text)

@@ -25,6 +25,7 @@ from lucid.server.glassbox_ids import ids_from_bytes
 from lucid.server.logprobs import chat_logprobs
 from lucid.server.openapi import ERROR_RESPONSES, request_body
 from lucid.server.protocol import MAX_MESSAGES, ChatMessage, TokenId, _Request, parse_request
+from lucid.server.request_params import check_token_ids
 from lucid.server.serving_chat import render_prompt
 from lucid.server.state import ServerState
 
@@ -79,10 +80,7 @@ async def _sequence(req: SequenceRequest, state: ServerState) -> tuple[list[int]
         ids = render_prompt(engine, req.messages or [], True)
         prompt_len = len(ids)
         ids += await ids_from_bytes(engine.tokenizer, req.completion, "completion")
-    vocab = engine.model_config.vocab_size
-    bad = [t for t in ids if t >= vocab]
-    if bad:
-        raise bad_request(f"token id {bad[0]} is outside the vocabulary [0, {vocab})", param="token_ids")
+    check_token_ids(ids, engine.model_config.vocab_size, "token_ids")  # both ends: a negative one too
     if len(ids) > max_model_len(engine):
         raise bad_request(f"the sequence has {len(ids)} tokens, over this model's {max_model_len(engine)}",
                           param="token_ids", code="context_length_exceeded")
