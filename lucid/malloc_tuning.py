@@ -4,9 +4,10 @@ fresh pages.
 A decode step at 16 rows makes a few (16, 151,936) float32 tensors (the lm_head's logits, the temperature-scaled
 copy, the softmax): ~9.7 MB each, freed at the end of the step. By default glibc hands blocks that large back to the
 kernel (mmap'd, or trimmed off the heap; a thread's own arena deletes a heap that became empty), so every step
-touches ~4,800 new pages: measured, a sampled step at 16 rows took 49.5 ms against 39.8 ms greedy, and with the
-blocks kept 40.9 against 41.0 (benchmarks/sampler_bench.py --engine; docs/BENCHMARKS.md, session 6). Served, 16
-streams at temperature 0.7 went from 0.80-0.92 of the greedy throughput to 0.99.
+touches ~4,800 new pages: measured in-process on the default model, a sampled step at 16 rows took 49.5 ms against
+39.8 ms greedy, and with the blocks kept 40.9 against 41.0 (docs/BENCHMARKS.md, "Session 6, later";
+tests/test_malloc_tuning.py counts the faults). Served, 16 streams at temperature 0.7 went from 0.80-0.92 of the
+greedy throughput to 0.99.
 
 Three settings, through `mallopt`: blocks up to 256 MiB come from the heap, not mmap; the heap is trimmed only past
 1 GiB free at its top; and one arena for all threads (a thread's own arena is where empty heaps get deleted; the

@@ -9,7 +9,7 @@ The draw is built to cost little next to the model's step (a decode step at 16 r
 - top-k by partial selection (`topk`); top-p and min-p then work on those k candidates only;
 - a row without top-k makes a few vectorized passes over its vocabulary (max, exp, chunk sums); top-p or min-p
   without a top-k selects only as many of the best tokens as they can keep (the mass p; the min-p floor), and when
-  every row of the batch is so restricted, nothing vocabulary-sized is written but the scaled logits;
+  every row of the batch is so restricted, the draw searches those candidates, not the vocabulary;
 - a seeded row draws its uniform from its own generator, so its tokens never depend on the batch around it.
 `apply_top_k`, `apply_top_p` and `apply_min_p` are the rules on dense (B, V) logits, exactly as their formulas
 read; `sampling_probs` gives the same distribution the fast path draws from (the tests hold them to each other).
@@ -143,6 +143,12 @@ def _inverse_temperature(t: SamplingTensors) -> torch.Tensor:
     return (1.0 / torch.where(t.temperature > 0, t.temperature, 1.0)).unsqueeze(1)          # (B, 1)
 
 
+def _tempered_softmax(logits: torch.Tensor, t: SamplingTensors) -> torch.Tensor:
+    """softmax(logits / T) over the whole vocabulary (one fused kernel; no scaled copy when every T is 1)."""
+    scaled = logits if bool((t.temperature == 1).all()) else logits * _inverse_temperature(t)
+    return scaled.softmax(dim=-1)
+
+
 def _top_k_candidates(logits: torch.Tensor, t: SamplingTensors) -> Candidates:
     """Every row has a top-k: its k best logits by partial selection, then temperature, top-p, min-p on those."""
     k = t.top_k.clamp(max=logits.shape[-1])
@@ -169,8 +175,7 @@ def _nucleus(sorted_weights: torch.Tensor, total: torch.Tensor, top_p: torch.Ten
 def _dense_candidates(logits: torch.Tensor, t: SamplingTensors) -> Candidates:
     """Rows over the whole vocabulary: softmax(logits / T) (one fused vectorized kernel, faster than a separate
     exp), then top-k, top-p and min-p as zeroed weights."""
-    scaled = logits if bool((t.temperature == 1).all()) else logits * _inverse_temperature(t)
-    weights = scaled.softmax(dim=-1)                                                   # (B, V)
+    weights = _tempered_softmax(logits, t)                                             # (B, V)
     k_rows = (t.top_k > 0).nonzero().flatten().tolist()
     if k_rows:  # a mixed batch: the rows with a top-k keep their k best only
         weights[k_rows] = weights[k_rows].masked_fill_(apply_top_k(logits[k_rows], t.top_k[k_rows]) == NEG_INF, 0)
@@ -207,8 +212,7 @@ def _restricted_candidates(logits: torch.Tensor, t: SamplingTensors) -> Candidat
     """Rows without a top-k whose top-p or min-p keeps only some of the best tokens: softmax(logits / T) (one fused
     kernel), then only those best tokens, by partial selection grown until the set holds every token the rules can
     keep. No vocabulary-sized scatter or draw: the draw then searches the candidates."""
-    scaled = logits if bool((t.temperature == 1).all()) else logits * _inverse_temperature(t)
-    probs = scaled.softmax(dim=-1)                                                     # (B, V), rows sum to 1
+    probs = _tempered_softmax(logits, t)                                               # (B, V), rows sum to 1
     nucleus = t.top_p < 1
     strict_min_p = (t.min_p > 0) & ~nucleus   # rows that min-p alone restricts: the set must reach below its floor
 

@@ -16,7 +16,7 @@ from typing import Any
 from lucid.server.errors import APIError
 from lucid.server.tools import MAX_TOOLS, normalize_tool
 from lucid.structured.spec import GrammarSpec, StructuredOutputError
-from lucid.structured.tool_parser import HermesToolParser, ParsedCall, parse_tool_calls
+from lucid.structured.tool_parser import HermesToolParser, ParsedCall
 
 
 def format_spec(value: Any) -> GrammarSpec | None:
@@ -61,16 +61,10 @@ def _written_back(call: ParsedCall) -> str:
 
 
 def tool_message(text: str, tool_names: set[str]) -> dict[str, Any]:
-    """The assistant message of a whole answer: content outside the calls, and `tool_calls` when there are any."""
-    content, parsed = parse_tool_calls(text, tool_names)
-    calls, leftovers = [], []
-    for call in parsed:
-        shaped = ollama_call(call)
-        if shaped is None:
-            leftovers.append(_written_back(call))
-        else:
-            calls.append(shaped)
-    message: dict[str, Any] = {"role": "assistant", "content": "".join([content or "", *leftovers])}
+    """The assistant message of a whole answer: content outside the calls, and `tool_calls` when there are any
+    (the stream's parser, fed the answer at once)."""
+    content, calls = ToolCallStream(tool_names).feed(text, finished=True)
+    message: dict[str, Any] = {"role": "assistant", "content": content}
     if calls:
         message["tool_calls"] = calls
     return message

@@ -69,9 +69,8 @@ class Tokenizer:
 
     # ---- construction -------------------------------------------------------------------------------------
     @classmethod
-    def from_hf_folder(cls, folder: Path, source: str | None = None) -> "Tokenizer":
-        """Load tokenizer.json, tokenizer_config.json, chat_template.jinja and generation_config.json's eos ids;
-        `source` names the model in error messages (default: the folder)."""
+    def from_hf_folder(cls, folder: Path) -> "Tokenizer":
+        """Load tokenizer.json, tokenizer_config.json, chat_template.jinja and generation_config.json's eos ids."""
         files = read_hf_folder(Path(folder))
         backend = files.backend
 
@@ -86,7 +85,7 @@ class Tokenizer:
             chat_template=files.chat_template,
             extra_eos_ids=files.generation_eos_ids,
             add_bos_token=files.add_bos_token,
-            source=source or str(folder),
+            source=str(folder),
         )
 
     @classmethod
