@@ -27,3 +27,7 @@ class EngineDeadError(LucidError):
 
 class QueueFullError(LucidError):
     """The waiting queue is full; the client should retry later."""
+
+
+class PoolBusyError(LucidError):
+    """The KV pool has no room for a glass-box probe right now (the server answers 503)."""

@@ -137,6 +137,10 @@ class ClusterEngine:
             if not finished:
                 response.cancel()  # the replica aborts the engine request and frees its KV blocks
 
+    async def compile_grammar(self, spec: Any) -> None:
+        """The replica compiles the grammar when the request arrives there; a bad one comes back as a 400 from it
+        (the front holds no grammar engine of its own)."""
+
     def abort_completion(self, request_id: str, index: int) -> None:
         """One completion's early stop is not sent to the replica: it computes that row until the request ends (what
         a cut completion costs there is one more row in its steps; the server drops its text either way)."""
@@ -178,6 +182,6 @@ def _reclaim_stop_signals() -> None:
 
 def _as_exception(failure: ReplicaFailure) -> Exception:
     """The engine's own exception again, so the server maps it to the same HTTP status as in one process."""
-    if failure.kind == "SamplingParamsError":
+    if failure.kind in ("SamplingParamsError", "StructuredOutputError"):
         return SamplingParamsError(failure.message, param=failure.param)
     return _ENGINE_ERRORS.get(failure.kind, RuntimeError)(failure.message)

@@ -54,9 +54,10 @@ class AsyncEngine:
 
     @classmethod
     def from_pretrained(cls, model: str | None = None, dtype: str = "bfloat16", device: str = "cpu",
-                        engine_config: EngineConfig | None = None, quantization: str = "none") -> AsyncEngine:
+                        engine_config: EngineConfig | None = None, quantization: str = "none",
+                        prepare_tokenizer: bool = True) -> AsyncEngine:
         return cls(LLMEngine.from_pretrained(model, dtype=dtype, device=device, engine_config=engine_config,
-                                             quantization=quantization))
+                                             quantization=quantization, prepare_tokenizer=prepare_tokenizer))
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -143,6 +144,11 @@ class AsyncEngine:
         self._inbox.put(("call", fn, loop, future))
         self._wake.set()
         return await future
+
+    async def compile_grammar(self, spec: Any) -> None:
+        """Compile (or find cached) a request's grammar off the engine thread and the event loop, so that a bad
+        one is a 400 before anything is queued (StructuredOutputError) and a first compile stalls nothing."""
+        await asyncio.to_thread(self.engine.grammars.compile, spec)
 
     # ---- the engine thread -------------------------------------------------------------------------
     def _loop(self) -> None:

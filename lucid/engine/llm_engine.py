@@ -62,7 +62,8 @@ class LLMEngine:
 
     @classmethod
     def from_pretrained(cls, model: str | None = None, dtype: str = "bfloat16", device: str = "cpu",
-                        engine_config: EngineConfig | None = None, quantization: str = "none") -> LLMEngine:
+                        engine_config: EngineConfig | None = None, quantization: str = "none",
+                        prepare_tokenizer: bool = True) -> LLMEngine:
         from lucid.loader.load import load_quantized
 
         # "none" keeps HF's separate modules for learners and references; the rest is the serving path.

@@ -21,13 +21,9 @@ import torch
 from lucid.engine.llm_engine import LLMEngine
 from lucid.engine.scheduler import ScheduledSeq, SchedulerOutput
 from lucid.engine.sequence import Sequence
-from lucid.errors import LucidError
+from lucid.errors import PoolBusyError
 from lucid.glassbox.probe import Probe, attention_over_pool, probe_last_position
 from lucid.sampling_params import SamplingParams
-
-
-class PoolBusyError(LucidError):
-    """The KV pool has no room for the probe right now."""
 
 
 @dataclass

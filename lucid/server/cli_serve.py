@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from lucid.cli import add_speculative_arguments, speculative_from_args
@@ -21,6 +22,7 @@ from lucid.server import startup_gc
 from lucid.server.settings import DEFAULT_MAX_BODY_BYTES, ServerSettings
 
 if TYPE_CHECKING:
+    from lucid.engine.process_engine import EngineLauncher
     from lucid.server.state import ServerState
 
 logger = logging.getLogger("lucid.server")
@@ -66,6 +68,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              "default 256)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="compute threads (default: the CPUs this process may use, cgroup quota included)")
+    parser.add_argument("--engine-in-process", action="store_true",
+                        help="run the engine in the server's own process instead of a process of its own (which "
+                             "loads the model while this one starts its web stack: a faster start); for debugging "
+                             "and profiling")
     parser.add_argument("--enforce-eager", action="store_true",
                         help="run every step on the eager PyTorch model (no fused C++ decode step); slower, "
                              "for comparison and debugging")
@@ -102,6 +108,7 @@ def engine_config_from_args(args: argparse.Namespace, device: str = "cpu") -> En
 
 
 def _loader(args: argparse.Namespace) -> Callable[[], Any]:
+    """The engine loaded in this process (--engine-in-process)."""
     def load() -> Any:
         import torch  # heavy: imported in the loading thread, while /health already answers 503
 
@@ -115,6 +122,28 @@ def _loader(args: argparse.Namespace) -> Callable[[], Any]:
         return AsyncEngine.from_pretrained(args.model, engine_config=engine_config_from_args(args, device), **options)
 
     return load
+
+
+def _engine_process_loader(args: argparse.Namespace, launcher: EngineLauncher) -> Callable[[], Any]:
+    """The engine in its own process, started already: build this side's tokenizer while it loads, then wait."""
+    def load() -> Any:
+        from lucid.loader.early_tokenizer import early_tokenizer
+
+        tokenizer = early_tokenizer(args.model, args.dtype or "bfloat16")
+        return launcher.wait_ready(tokenizer)
+
+    return load
+
+
+def _start_engine_process(args: argparse.Namespace) -> EngineLauncher:
+    """The engine process, started before this one imports its web stack (lucid.engine.engine_process says why)."""
+    from lucid.engine.engine_process import EngineSpec
+    from lucid.engine.process_engine import EngineLauncher
+
+    logger.info("Loading %s in the engine process ...", args.model or "the default model")
+    return EngineLauncher(EngineSpec(args.model, partial(engine_config_from_args, args), device=args.device,
+                                     dtype=args.dtype, quantization=args.quantization,
+                                     log_level=args.log_level.upper()))
 
 
 def _resuming_gc(load: Callable[[], Any]) -> Callable[[], Any]:
@@ -174,18 +203,30 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, settings: ServerSettings) -> int:
     """The app under uvicorn until it stops; the heavy imports happen here, after run_serve paused the collector."""
+    clustered = args.replicas > 1 or bool(args.ray_address)
+    launcher = None if clustered or args.engine_in_process else _start_engine_process(args)
+    try:
+        return _serve_app(args, settings, launcher)
+    finally:
+        if launcher is not None:
+            launcher.stop()  # a no-op after a clean shutdown; a load abandoned (SIGTERM while loading) ends here
+
+
+def _serve_app(args: argparse.Namespace, settings: ServerSettings, launcher: EngineLauncher | None) -> int:
     import uvicorn
 
     from lucid.server.app import build_app
     from lucid.server.draining import DrainingServer
     from lucid.server.state import ServerState
 
-    if args.replicas > 1 or args.ray_address:
+    if launcher is not None:
+        state = ServerState(_resuming_gc(_engine_process_loader(args, launcher)), settings)
+    elif args.engine_in_process:
+        state = ServerState(_resuming_gc(_loader(args)), settings)
+    else:
         state = _cluster_state(args, settings)
         if state is None:
             return 2
-    else:
-        state = ServerState(_resuming_gc(_loader(args)), settings)
     config = uvicorn.Config(build_app(state), host=args.host, port=args.port, log_level=args.log_level,
                             timeout_graceful_shutdown=1)
     startup_gc.freeze_imports()  # FastAPI's and lucid's modules: never worth scanning again

@@ -2,21 +2,22 @@
 any token (POST /glassbox/fork, streamed), and the engine at work (GET /glassbox/engine, polled by /engine).
 
 The server never touches tensors: the probe, the lens and the attention view are computed on the engine thread
-between two steps (`AsyncEngine.call`) and come back as plain data."""
+between two steps (`AsyncEngine.call`, lucid.glassbox.engine_looks) and come back as plain data."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import Field, StrictFloat, StrictInt, model_validator
 
-from lucid.engine.recorder import pool_snapshot
+from lucid.errors import PoolBusyError
+from lucid.glassbox import engine_looks
 from lucid.sampling_params import SamplingParams
 from lucid.server import sse
 from lucid.server.errors import APIError, bad_request
@@ -28,9 +29,6 @@ from lucid.server.protocol import MAX_MESSAGES, ChatMessage, TokenId, _Request, 
 from lucid.server.request_params import check_token_ids
 from lucid.server.serving_chat import render_prompt
 from lucid.server.state import ServerState
-
-if TYPE_CHECKING:  # the glass box's tensor code (and torch) load with its first request, not with the server
-    from lucid.engine.llm_engine import LLMEngine
 
 CALL_TIMEOUT = 120.0     # seconds a look inside may wait for the engine thread
 TokenBytes = list[StrictInt]
@@ -88,8 +86,6 @@ async def _sequence(req: SequenceRequest, state: ServerState) -> tuple[list[int]
 
 
 async def _on_engine(state: ServerState, fn: Any) -> Any:
-    from lucid.glassbox.in_engine import PoolBusyError
-
     try:
         return await asyncio.wait_for(state.require_engine().call(fn), CALL_TIMEOUT)
     except PoolBusyError as exc:
@@ -97,22 +93,6 @@ async def _on_engine(state: ServerState, fn: Any) -> Any:
     except TimeoutError:
         raise APIError(503, "the engine did not get to this in time; try again", type_="service_unavailable") \
             from None
-
-
-def _explain(engine: LLMEngine, ids: list[int], prompt_len: int, top: int) -> dict[str, Any]:
-    """On the engine thread: probe the position before the last token, read the lens and the attention."""
-    from lucid.glassbox.attention import read_attention
-    from lucid.glassbox.in_engine import probe_in_engine
-    from lucid.glassbox.lens import read_lens
-
-    got = probe_in_engine(engine, ids[:-1], prompt_len)
-    text = engine.tokenizer.token_text
-    lens = read_lens(engine.model, engine.tokenizer, got.probe.residuals, ids[-1], len(ids) - 1, top,
-                     got.probe.norm)
-    attention = read_attention(got.probe.attention, [text(t) for t in ids[:-1]],
-                               engine.model_config.num_key_value_heads)
-    return {"token_ids": ids, "position": len(ids) - 1, "reused_tokens": got.reused_tokens,
-            "computed_tokens": got.computed_tokens, "lens": lens.to_dict(), "attention": attention.to_dict()}
 
 
 async def _fork_frames(state: ServerState, ids: list[int], req: ForkRequest) -> AsyncIterator[str]:
@@ -149,7 +129,8 @@ def install_glassbox(app: FastAPI, state: ServerState, static_dir: Any) -> None:
         ids, prompt_len = await _sequence(req, state)
         if len(ids) < 2:
             raise bad_request("at least two tokens are needed: a context and the token to explain", param="token_ids")
-        return JSONResponse(await _on_engine(state, lambda engine: _explain(engine, ids, prompt_len, req.top)))
+        look = partial(engine_looks.explain_token, ids=ids, prompt_len=prompt_len, top=req.top)
+        return JSONResponse(await _on_engine(state, look))
 
     @app.post("/glassbox/fork", tags=["glass box"], responses=ERROR_RESPONSES,
               openapi_extra=request_body(ForkRequest))
@@ -167,13 +148,7 @@ def install_glassbox(app: FastAPI, state: ServerState, static_dir: Any) -> None:
         """Steps recorded since step record `after`, and the KV pool now. Polling keeps the recorder on; it stops
         by itself a few seconds after the last poll."""
         async_engine = state.require_engine()
-
-        def look(engine: LLMEngine) -> dict[str, Any]:
-            engine.recorder.watch()
-            newest, steps = engine.recorder.since(after)
-            return {"last": newest, "steps": steps, "pool": pool_snapshot(engine.scheduler, engine.blocks),
-                    "stats": asdict(engine.stats())}
-
+        look = partial(engine_looks.engine_view, after=after)
         return JSONResponse(await _on_engine(state, look) | {"model": async_engine.model_name})
 
     page = static_dir / "engine.html"

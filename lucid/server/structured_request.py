@@ -3,7 +3,6 @@ engine's GrammarSpec; every malformed one is a 400 naming the field."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from lucid.server.errors import bad_request
@@ -80,7 +79,7 @@ async def compile_constraint(engine: AsyncEngine, spec: GrammarSpec | None) -> G
     if spec is None:
         return None
     try:
-        await asyncio.to_thread(engine.engine.grammars.compile, spec)
+        await engine.compile_grammar(spec)
     except StructuredOutputError as exc:
         raise bad_request(str(exc), param=exc.param) from None
     return spec

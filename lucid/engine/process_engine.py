@@ -1,0 +1,263 @@
+"""The front's side of an engine in another process (lucid.engine.engine_process says why and how they talk).
+
+`EngineLauncher.start` starts the engine process before the front imports its web stack; `wait_ready` (on the
+server's loading thread) returns a `ProcessEngine`: the AsyncEngine interface the server already talks to
+(generate, abort, abort_completion, abort_all, call, compile_grammar, stats, dead_error, on_death, shutdown), so no
+route knows the engine is elsewhere. Importing this module is cheap (no torch): the front never imports torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from lucid.engine.engine_process import EngineInfo, EngineSpec, run_engine_process
+from lucid.engine.outputs import EngineStats, RequestOutput
+from lucid.errors import EngineDeadError
+from lucid.sampling_params import SamplingParams
+
+log = logging.getLogger("lucid.engine")
+
+SHUTDOWN_WAIT = 10.0  # seconds the engine process may take to stop before it is killed
+
+
+def start_method() -> str:
+    """fork while this process has one thread (the start-up: the child inherits the imports so far for free, and
+    no lock can be held by a thread that does not exist there); spawn otherwise."""
+    if threading.active_count() > 1 or sys.platform != "linux":
+        return "spawn"
+    return "fork"
+
+
+class EngineLauncher:
+    """Starts the engine process; `wait_ready` then waits for its model and returns the ProcessEngine."""
+
+    def __init__(self, spec: EngineSpec, method: str | None = None) -> None:
+        self.spec = spec
+        context = multiprocessing.get_context(method or start_method())
+        self.conn, child_end = context.Pipe()
+        self.process = context.Process(target=run_engine_process, args=(child_end, self.conn, spec),
+                                       name="lucid-engine", daemon=True)
+        self.process.start()
+        child_end.close()  # only the child holds it now: its exit reaches this end as EOF
+        self.ready = False
+
+    def wait_ready(self, tokenizer: Any | None = None) -> ProcessEngine:
+        """Block until the engine has loaded (or failed: its exception is raised here). `tokenizer` is the front's
+        own (lucid.loader.early_tokenizer); None asks the engine for its one."""
+        try:
+            kind, payload = self.conn.recv()
+        except (EOFError, OSError):
+            self.process.join(1.0)
+            raise EngineDeadError(f"the engine process exited while loading (exit code {self.process.exitcode})") \
+                from None
+        if kind == "failed":
+            self.process.join(SHUTDOWN_WAIT)
+            raise payload
+        if tokenizer is None:
+            self.conn.send(("tokenizer", 0))
+            while (message := self.conn.recv())[0] != "result":  # counters may come first: the reader gets the next
+                pass
+            tokenizer = message[2]
+            tokenizer.prepare()
+        self.ready = True
+        return ProcessEngine(self.conn, self.process, payload, tokenizer)
+
+    def stop(self) -> None:
+        """The engine process gone: asked to stop once serving (a no-op after ProcessEngine.shutdown), killed
+        while it loads (a SIGTERM then: nothing it holds is worth waiting for)."""
+        if self.ready:
+            _stop_process(self.conn, self.process)
+        elif self.process.is_alive():
+            self.process.kill()
+            self.process.join(1.0)
+
+
+@dataclass
+class _Subscriber:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+
+
+class ProcessEngine:
+    def __init__(self, conn: Connection, process: Any, info: EngineInfo, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.model_config = info.model_config
+        self.engine_config = info.engine_config
+        self.generation_config = info.generation_config
+        self.model_name = info.model_name
+        self.source_path = info.source_path
+        self.dead_error: BaseException | None = None
+        self.on_death: Callable[[BaseException], None] | None = None
+        self._conn = conn
+        self._process = process
+        self._send_lock = threading.Lock()
+        self._lock = threading.Lock()             # guards _subscribers, _calls and dead_error
+        self._subscribers: dict[str, _Subscriber] = {}
+        self._calls: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}
+        self._call_ids = itertools.count(1)
+        self._stats = EngineStats(0, 0, 0, 0, 0, 0)
+        self._stopping = False
+        self._reader: threading.Thread | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read, name="lucid-engine-outbox", daemon=True)
+            self._reader.start()
+
+    def shutdown(self, timeout: float = SHUTDOWN_WAIT) -> None:
+        self._stopping = True
+        _stop_process(self._conn, self._process, timeout)
+
+    @property
+    def is_running(self) -> bool:
+        return self._process.is_alive() and self.dead_error is None
+
+    # ---- requests ----------------------------------------------------------------------------------
+    async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
+                       request_id: str) -> AsyncIterator[RequestOutput]:
+        sub = _Subscriber(asyncio.get_running_loop(), asyncio.Queue())
+        with self._lock:
+            if self.dead_error is not None:
+                raise EngineDeadError(f"the engine has stopped: {self.dead_error}")
+            if request_id in self._subscribers:
+                raise ValueError(f"request id {request_id!r} is already in use")
+            self._subscribers[request_id] = sub
+        finished = False
+        try:
+            self._send(("add", request_id, list(prompt_token_ids), params))
+            while True:
+                item = await sub.queue.get()
+                if isinstance(item, BaseException):
+                    finished = True  # the engine dropped it (a bad parameter, a full queue): nothing to abort
+                    raise item
+                finished = item.finished
+                yield item
+                if finished:
+                    return
+        finally:
+            with self._lock:
+                self._subscribers.pop(request_id, None)
+            if not finished:
+                self.abort(request_id)
+
+    def abort(self, request_id: str) -> None:
+        self._send(("abort", request_id))
+
+    def abort_completion(self, request_id: str, index: int) -> None:
+        self._send(("abort_completion", request_id, index))
+
+    def abort_all(self) -> int:
+        with self._lock:
+            request_ids = list(self._subscribers)
+        for request_id in request_ids:
+            self.abort(request_id)
+        return len(request_ids)
+
+    def stats(self) -> EngineStats:
+        return self._stats
+
+    async def call(self, fn: Callable[[Any], Any]) -> Any:
+        """fn(LLMEngine) on the engine's thread between two steps; fn must pickle (a module-level function or a
+        functools.partial of one), and so must its result."""
+        return await self._ask("call", fn)
+
+    async def compile_grammar(self, spec: Any) -> None:
+        await self._ask("compile", spec)
+
+    async def _ask(self, kind: str, argument: Any) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        with self._lock:
+            if self.dead_error is not None:
+                raise EngineDeadError(f"the engine has stopped: {self.dead_error}")
+            call_id = next(self._call_ids)
+            self._calls[call_id] = (asyncio.get_running_loop(), future)
+        try:
+            self._send((kind, call_id, argument))
+            return await future
+        finally:
+            with self._lock:
+                self._calls.pop(call_id, None)
+
+    def _send(self, message: tuple) -> None:
+        with self._send_lock:
+            try:
+                self._conn.send(message)
+            except (OSError, ValueError) as exc:  # the process is gone: the reader reports it
+                log.debug("engine process unreachable: %s", exc)
+
+    # ---- the reader thread -------------------------------------------------------------------------
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                self._process.join(1.0)
+                if not self._stopping:
+                    self._die(EngineDeadError(f"the engine process exited (exit code {self._process.exitcode})"))
+                return
+            kind = message[0]
+            if kind in ("out", "error"):
+                self._publish(message[1], message[2])
+            elif kind == "stats":
+                self._stats = message[1]
+            elif kind == "result":
+                with self._lock:
+                    waiting = self._calls.get(message[1])
+                if waiting is not None:
+                    waiting[0].call_soon_threadsafe(_settle, waiting[1], message[2], message[3])
+            elif kind == "dead":
+                self._die(message[1])
+
+    def _publish(self, request_id: str, item: RequestOutput | BaseException) -> None:
+        with self._lock:
+            sub = self._subscribers.get(request_id)
+        if sub is not None:
+            sub.loop.call_soon_threadsafe(sub.queue.put_nowait, item)
+
+    def _die(self, error: BaseException) -> None:
+        """Every waiting request and look gets the error; /health turns 503; the server exits (on_death)."""
+        log.error("the engine has stopped: %s: %s", type(error).__name__, error)
+        with self._lock:
+            if self.dead_error is not None:
+                return
+            self.dead_error = error
+            subscribers = list(self._subscribers)
+            calls = list(self._calls.values())
+        for request_id in subscribers:
+            self._publish(request_id, EngineDeadError(f"the engine has stopped: {error}"))
+        for loop, future in calls:
+            loop.call_soon_threadsafe(_settle, future, None, EngineDeadError(f"the engine has stopped: {error}"))
+        if self.on_death is not None:
+            self.on_death(error)
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _stop_process(conn: Connection, process: Any, timeout: float = SHUTDOWN_WAIT) -> None:
+    """Ask the engine process to stop; kill it if it does not within `timeout` seconds."""
+    try:
+        conn.send(("shutdown",))
+    except (OSError, ValueError):
+        pass
+    process.join(timeout)
+    if process.is_alive():
+        log.warning("the engine process did not stop in %.0f s; killing it", timeout)
+        process.kill()
+        process.join(1.0)
