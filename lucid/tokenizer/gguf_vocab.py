@@ -48,12 +48,14 @@ def pre_tokenizer_for(pre: str, source: str) -> pre_tokenizers.PreTokenizer:
                          f"'smollm' and 'default'")
 
 
-def _split_merge(merge: str, source: str) -> tuple[str, str]:
-    # Byte-level vocabulary strings never contain a real space (it is written as 'Ġ'), so one space separates.
-    left, sep, right = merge.partition(" ")
-    if not sep or not left or not right:
-        raise ModelLoadError(f"{source}: malformed merge {merge!r} in tokenizer.ggml.merges")
-    return left, right
+def _split_merges(merges: list[str], source: str) -> list[tuple[str, str]]:
+    """'Ġ t' -> ('Ġ', 't'). Byte-level vocabulary strings never contain a real space (it is written as 'Ġ'), so one
+    space separates; split in one pass (a call per merge cost ~0.1 s of every start-up for 151k merges)."""
+    pairs = [tuple(merge.split(" ")) for merge in merges]
+    if not all(map(all, pairs)) or (pairs and set(map(len, pairs)) != {2}):  # C-level passes; slow path on error
+        malformed = next(m for m, pair in zip(merges, pairs, strict=True) if len(pair) != 2 or not all(pair))
+        raise ModelLoadError(f"{source}: malformed merge {malformed!r} in tokenizer.ggml.merges")
+    return pairs  # type: ignore[return-value]  (every pair has two parts, checked above)
 
 
 def build_backend(fields: dict[str, Any], source: str) -> BackendTokenizer:
@@ -67,7 +69,7 @@ def build_backend(fields: dict[str, Any], source: str) -> BackendTokenizer:
     tokens: list[str] = list(fields.get("tokenizer.ggml.tokens") or [])
     if not tokens:
         raise ModelLoadError(f"{source}: no tokenizer.ggml.tokens")
-    merges = [_split_merge(m, source) for m in fields.get("tokenizer.ggml.merges") or []]
+    merges = _split_merges(list(fields.get("tokenizer.ggml.merges") or []), source)
     token_types: list[int] = list(fields.get("tokenizer.ggml.token_type") or [1] * len(tokens))
 
     # Every token, control ones included, goes into the BPE vocabulary so that its id is its index; adding the
