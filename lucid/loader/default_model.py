@@ -78,10 +78,17 @@ def assemble_parts(parts: list[Path], target: Path, sha256: str, what: str, desc
         tmp.unlink(missing_ok=True)
 
 
+def assembled_default_model() -> Path | None:
+    """The assembled GGUF in the cache folder (a size check), or None when it is not assembled yet."""
+    target = cache_dir() / DEFAULT_MODEL_FILE
+    return target if target.is_file() and target.stat().st_size == DEFAULT_MODEL_SIZE else None
+
+
 def default_model_path(progress: bool = True) -> Path:
     """The assembled GGUF in the cache folder, assembling it on first use (a size check after that)."""
-    target = cache_dir() / DEFAULT_MODEL_FILE
-    if not (target.is_file() and target.stat().st_size == DEFAULT_MODEL_SIZE):
+    target = assembled_default_model()
+    if target is None:
+        target = cache_dir() / DEFAULT_MODEL_FILE
         _assemble(target, progress)
     return target
 
