@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,33 +85,35 @@ def test_a_lazy_tokenizer_with_a_bos_encodes_as_the_eager_one(fields: dict[str, 
     assert_same_encoding(lazy, eager)
 
 
-def test_prepare_builds_once_from_many_threads(fields: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_first_uses_from_many_threads_build_once(fields: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     builds: list[int] = []
     real_build = lazy_backend_module.build_backend
 
     def counted_build(*args: Any) -> Any:
         builds.append(1)
+        time.sleep(0.05)  # a slow build (the real one takes ~0.25 s): the other threads arrive meanwhile
         return real_build(*args)
 
     monkeypatch.setattr(lazy_backend_module, "build_backend", counted_build)
     lazy = Tokenizer.from_gguf_fields(fields, "tiny.gguf", lazy=True)
-    expected = Tokenizer.from_gguf_fields(fields, "tiny.gguf").encode(SAMPLES[1])
+    eager = Tokenizer.from_gguf_fields(fields, "tiny.gguf")
+    ids = eager.encode(SAMPLES[1])
     start = threading.Barrier(8)
-    results: list[list[int]] = []
+    results: list[object] = []
 
-    def first_encode() -> None:
+    # decode and prepare take no lock of the Tokenizer's own (encode does): only the backend's keeps them apart
+    def first_use(use: str) -> None:
         start.wait()
-        results.append(lazy.encode(SAMPLES[1]))
+        results.append(lazy.decode(ids, False) if use == "decode" else lazy.prepare())
 
-    threads = [threading.Thread(target=first_encode) for _ in range(8)]
+    threads = [threading.Thread(target=first_use, args=(use,)) for use in ["decode", "prepare"] * 4]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=60)
-    assert results == [expected] * 8
+    assert len(results) == 8 and [r for r in results if r is not None] == [eager.decode(ids, False)] * 4
     assert len(builds) == 1
-    lazy.prepare()
-    assert len(builds) == 1
+    assert lazy.encode(SAMPLES[1]) == ids and len(builds) == 1
 
 
 def test_a_lazy_tokenizer_pickles_unbuilt_and_built(fields: dict[str, Any]) -> None:
