@@ -187,12 +187,36 @@ def test_a_gguf_with_a_broken_tokenizer_fails_at_load(tiny_model: TinyModel, mon
         unprepared.prepare()
 
 
-def test_an_engine_loaded_without_preparing_leaves_the_bpe_unbuilt(tiny_model: TinyModel) -> None:
-    from lucid.engine.llm_engine import LLMEngine
+def _run(engine: Any, request_id: str, prompt: list[int], params: Any) -> Any:
+    engine.add_request(request_id, prompt, params)
+    final = None
+    while engine.has_unfinished():
+        for out in engine.step():
+            final = out
+    return final.outputs[0]
 
-    unprepared = LLMEngine.from_pretrained(str(tiny_model.gguf_path), dtype="float32", prepare_tokenizer=False)
-    assert not is_built(unprepared.tokenizer)
-    assert is_built(LLMEngine.from_pretrained(str(tiny_model.gguf_path), dtype="float32").tokenizer)
+
+def test_an_engine_without_a_prepared_tokenizer_decodes_unbuilt_and_builds_for_grammars(tiny_model: TinyModel) -> None:
+    """The engine process: detokenizing needs no BPE; structured output builds it on first use."""
+    from lucid.engine.llm_engine import LLMEngine
+    from lucid.sampling_params import SamplingParams
+    from lucid.structured import GrammarSpec
+
+    prepared = LLMEngine.from_pretrained(str(tiny_model.gguf_path), dtype="float32")
+    engine = LLMEngine.from_pretrained(str(tiny_model.gguf_path), dtype="float32", prepare_tokenizer=False)
+    assert is_built(prepared.tokenizer) and not is_built(engine.tokenizer)
+    prompt = prepared.tokenizer.encode("<|im_start|>user\nhi<|im_end|>\n")
+    greedy = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True, logprobs=2)
+    expected = _run(prepared, "a", prompt, greedy)
+    got = _run(engine, "a", prompt, greedy)
+    assert (got.token_ids, got.text) == (expected.token_ids, expected.text) and got.text
+    assert [(lp.token, [t.token for t in lp.top]) for lp in got.logprobs] == \
+        [(lp.token, [t.token for t in lp.top]) for lp in expected.logprobs]
+    assert not is_built(engine.tokenizer)
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    structured = SamplingParams(temperature=0, max_tokens=24, structured=GrammarSpec.json_schema(schema))
+    assert _run(engine, "b", prompt, structured).text == _run(prepared, "b", prompt, structured).text
+    assert is_built(engine.tokenizer)
 
 
 @pytest.mark.slow
