@@ -113,3 +113,15 @@ def test_the_default_models_early_tokenizer_is_the_checkpoints(real_gguf_path: P
     fim = "<|fim_prefix|>def add(a, b):\n<|fim_suffix|>\n<|fim_middle|>"
     assert early.encode(fim) == checkpoint.tokenizer.encode(fim)
     assert early.encode_text(fim) == checkpoint.tokenizer.encode_text(fim)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "gemma-3-270m"])  # byte-level BPE, SentencePiece
+def test_a_pulled_models_early_tokenizer_is_the_checkpoints(name: str) -> None:
+    from lucid.loader import pull
+
+    pull(name, progress=False)
+    checkpoint = read_checkpoint(name, torch.bfloat16)
+    early = early_tokenizer(name)
+    assert early is not None
+    assert_same_tokenizer(early, checkpoint.tokenizer)

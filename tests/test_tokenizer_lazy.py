@@ -228,3 +228,16 @@ def test_the_real_lazy_tokenizer_matches_the_eager_one(real_gguf_path: Path) -> 
     assert_same_encoding(lazy, eager)
     fim = "<|fim_prefix|>def add(a, b):\n<|fim_suffix|>\n<|fim_middle|>"
     assert lazy.encode(fim) == eager.encode(fim) and lazy.encode_text(fim) == eager.encode_text(fim)
+
+
+@pytest.mark.slow
+def test_a_pulled_byte_level_model_is_lazy_and_matches_the_eager_tokenizer() -> None:
+    """SmolLM2: another pre-tokenizer ('smollm'), a 49k vocabulary."""
+    from lucid.loader import pull
+
+    pull("smollm2-135m-instruct", progress=False)
+    lazy = read_checkpoint("smollm2-135m-instruct", torch.bfloat16, prepare_tokenizer=False).tokenizer
+    eager = Tokenizer.from_gguf_fields(lazy._backend._fields, lazy.source)
+    assert_same_lookups(lazy, eager)
+    assert not is_built(lazy), "a lookup built the BPE"
+    assert_same_encoding(lazy, eager)
