@@ -18,8 +18,6 @@ from lucid.engine.process_engine import EngineLauncher, ProcessEngine
 from lucid.errors import ContextLengthError, EngineDeadError, ModelLoadError, PoolBusyError, SamplingParamsError
 from lucid.glassbox.engine_looks import engine_view, explain_token
 from lucid.sampling_params import SamplingParams
-from lucid.tokenizer import Tokenizer as _T
-if not hasattr(_T, "prepare"): _T.prepare = lambda self: None  # TEMP until the lazy tokenizer lands
 from lucid.structured.spec import GrammarSpec, StructuredOutputError
 
 pytestmark = pytest.mark.timeout(120)

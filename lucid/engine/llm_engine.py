@@ -64,13 +64,15 @@ class LLMEngine:
     def from_pretrained(cls, model: str | None = None, dtype: str = "bfloat16", device: str = "cpu",
                         engine_config: EngineConfig | None = None, quantization: str = "none",
                         prepare_tokenizer: bool = True) -> LLMEngine:
+        """Load `model` and build an engine on it. `prepare_tokenizer` False leaves a GGUF's byte-level BPE unbuilt
+        until something encodes (structured output): for an engine process whose API front tokenizes."""
         from lucid.loader.load import load_quantized
 
         # "none" keeps HF's separate modules for learners and references; the rest is the serving path.
         engine_config = engine_config or EngineConfig()
         keep_large_blocks()                            # a step's big tensors reuse freed memory (lucid.malloc_tuning)
         configure_threads(engine_config.num_threads)   # before loading: packing the weights is parallel too
-        loaded = load_quantized(model, quantization, dtype=dtype, device=device)
+        loaded = load_quantized(model, quantization, dtype=dtype, device=device, prepare_tokenizer=prepare_tokenizer)
         engine = cls(loaded.model, loaded.tokenizer, loaded.config, engine_config,
                      loaded.generation_config, loaded.name, device)
         engine.source_path = loaded.path

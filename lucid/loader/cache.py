@@ -3,6 +3,8 @@
 Dequantizing a 0.5B GGUF in numpy takes seconds (and parsing its 150k-token header as long again), so after the
 first load the float tensors and the header values lucid uses are saved under the cache folder, keyed by the
 GGUF's path, size, mtime and the dtype; the next load memory-maps them instead.
+
+Torch is imported only where tensors are read or written: the API front reads an entry's tokenizer fields without it.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from lucid.config import ModelConfig
 from lucid.errors import ModelLoadError
 from lucid.loader.checkpoint import GGUFContents
-from lucid.loader.tensors import LazyTensors, dtype_name, open_safetensors
+from lucid.loader.dtypes import dtype_name
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,9 @@ CACHE_ENV = "LUCID_CACHE_DIR"
 PREPARED_FORMAT = 2  # bump when the layout or meaning of a prepared entry changes; old entries are then ignored
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
+# Below this size dequantizing is faster than writing and re-reading a cache entry (and tests make many
+# small files that should not pile up in the cache folder).
+CACHE_MIN_BYTES = 64 << 20
 
 
 def cache_dir() -> Path:
@@ -47,8 +54,9 @@ def _entry_prefix(gguf_path: Path) -> str:
     return f"{gguf_path.stem}-{path_hash}-"
 
 
-def prepared_entry(gguf_path: Path, dtype: torch.dtype) -> Path:
-    """The folder that holds (or will hold) the prepared weights of this exact file version in this dtype."""
+def prepared_entry(gguf_path: Path, dtype: str | torch.dtype) -> Path:
+    """The folder that holds (or will hold) the prepared weights of this exact file version in this dtype
+    (a torch.dtype or its name)."""
     st = gguf_path.stat()
     key = f"{_entry_prefix(gguf_path)}{st.st_size}-{st.st_mtime_ns}-{dtype_name(dtype)}-v{PREPARED_FORMAT}"
     return cache_dir() / "prepared" / key
@@ -56,6 +64,8 @@ def prepared_entry(gguf_path: Path, dtype: torch.dtype) -> Path:
 
 def load_prepared(entry: Path, dtype: torch.dtype) -> GGUFContents | None:
     """The cached contents of a GGUF file (tensors memory-mapped), or None when `entry` is not usable."""
+    from lucid.loader.tensors import LazyTensors, open_safetensors
+
     if not (entry / META_FILE).is_file():
         return None
     try:

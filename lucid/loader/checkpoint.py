@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from lucid.config import ModelConfig
 
 if TYPE_CHECKING:
+    import torch
+
     from lucid.tokenizer import Tokenizer
 
 GGUF_MAGIC = b"GGUF"

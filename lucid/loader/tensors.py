@@ -8,29 +8,12 @@ from typing import Any
 import torch
 
 from lucid.errors import ModelLoadError
-
-_DTYPES: dict[str, torch.dtype] = {
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-}
+from lucid.loader.dtypes import dtype_name
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     """'bfloat16' / 'bf16' / torch.bfloat16 ... -> torch.dtype (only the float types a model can run in)."""
-    if isinstance(dtype, torch.dtype):
-        if dtype not in _DTYPES.values():
-            raise ValueError(f"unsupported dtype {dtype}; use one of bfloat16, float16, float32")
-        return dtype
-    key = str(dtype).lower().removeprefix("torch.")
-    if key not in _DTYPES:
-        raise ValueError(f"unsupported dtype {dtype!r}; use one of bfloat16, float16, float32")
-    return _DTYPES[key]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """torch.bfloat16 -> 'bfloat16'."""
-    return str(dtype).removeprefix("torch.")
+    return getattr(torch, dtype_name(dtype))
 
 
 class LazyTensors(Mapping[str, torch.Tensor]):

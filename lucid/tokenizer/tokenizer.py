@@ -14,6 +14,7 @@ from lucid.tokenizer.chat_template import render_chat_template
 from lucid.tokenizer.detokenizer import IncrementalDetokenizer
 from lucid.tokenizer.gguf_vocab import build_backend
 from lucid.tokenizer.hf_files import read_hf_folder, write_hf_folder
+from lucid.tokenizer.lazy_backend import LazyByteLevelBackend, can_be_lazy
 from lucid.tokenizer.sentencepiece import is_sentencepiece, sentencepiece_token_bytes
 
 # Chat models end a turn with <|im_end|>; base models end a document with <|endoftext|>. Either one stops.
@@ -25,7 +26,7 @@ class Tokenizer:
 
     def __init__(
         self,
-        backend: BackendTokenizer,
+        backend: BackendTokenizer | LazyByteLevelBackend,
         *,
         bos_token_id: int | None,
         eos_token_id: int | None,
@@ -89,9 +90,14 @@ class Tokenizer:
         )
 
     @classmethod
-    def from_gguf_fields(cls, fields: dict[str, Any], source: str) -> "Tokenizer":
-        """Build from GGUF metadata (keys -> plain Python values); `source` names the file in error messages."""
-        backend = build_backend(fields, source)
+    def from_gguf_fields(cls, fields: dict[str, Any], source: str, lazy: bool = False) -> "Tokenizer":
+        """Build from GGUF metadata (keys -> plain Python values); `source` names the file in error messages.
+
+        `lazy` (byte-level fields only; SentencePiece ones are built now) defers building the BPE to its first use:
+        token strings, special and stop ids are read from the fields. `prepare()` builds it; until then errors in
+        the vocabulary or merges surface on first use."""
+        lazy = lazy and can_be_lazy(fields)
+        backend = LazyByteLevelBackend(fields, source) if lazy else build_backend(fields, source)
         return cls(
             backend,
             bos_token_id=fields.get("tokenizer.ggml.bos_token_id"),
@@ -101,6 +107,12 @@ class Tokenizer:
             add_bos_token=bool(fields.get("tokenizer.ggml.add_bos_token", False)),
             source=source,
         )
+
+    def prepare(self) -> None:
+        """Build a lazily built backend now (see `from_gguf_fields`), raising ModelLoadError for unusable fields;
+        nothing to do for any other tokenizer."""
+        if isinstance(self._backend, LazyByteLevelBackend):
+            self._backend.prepare()
 
     def save_hf(self, folder: Path) -> None:
         """Write tokenizer.json + tokenizer_config.json, loadable by transformers' AutoTokenizer and from_hf_folder."""
