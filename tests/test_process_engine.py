@@ -87,15 +87,14 @@ def test_abort_frees_the_row_and_abort_all_finishes_with_abort(engine):
         await stream.aclose()  # a client that went away
 
     async def abort_everything() -> list:
-        task = asyncio.create_task(collect(engine, [4, 5, 6], greedy(200), "stopped"))
-        while engine.stats().num_running == 0:
-            await asyncio.sleep(0.01)
+        stream = engine.generate([4, 5, 6], greedy(200), "stopped")
+        outs = [await stream.__anext__()]  # running now
         assert engine.abort_all() == 1
-        return await task
+        return outs + [out async for out in stream]
 
     asyncio.run(walk_away())
     outs = asyncio.run(abort_everything())
-    assert outs[-1].outputs[0].finish_reason == "abort"
+    assert outs[-1].outputs[0].finish_reason == "abort" and len(outs[-1].outputs[0].token_ids) < 200
     deadline = time.monotonic() + 10
     while engine.stats().num_running and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -138,6 +137,9 @@ def test_killed_engine_process_fails_requests_and_reports_death(tiny_model):
                 pass
 
     asyncio.run(killed_mid_request())
+    deadline = time.monotonic() + 5
+    while not died and time.monotonic() < deadline:  # the reader fails the requests first, then reports
+        time.sleep(0.01)
     assert died and not victim.is_running
     with pytest.raises(EngineDeadError):
         asyncio.run(collect(victim, [1], greedy(), "after"))

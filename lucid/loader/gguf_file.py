@@ -13,12 +13,13 @@ from tqdm import tqdm
 from lucid.config import ModelConfig
 from lucid.errors import ModelLoadError
 from lucid.loader.checkpoint import GGUFContents, model_slug
+from lucid.loader.gguf_header import open_gguf, read_metadata
 from lucid.loader.names import gguf_to_hf
 from lucid.loader.validate import check_tensor_shapes
 from lucid.models.registry import ModelFamily, family_for_gguf
 
 if TYPE_CHECKING:
-    from gguf import GGUFReader, ReaderTensor
+    from gguf import ReaderTensor
 
 __all__ = ["GGUFContents", "open_gguf", "read_gguf", "read_metadata"]
 
@@ -43,26 +44,6 @@ _CONFIG_KEYS = {
 }
 _OPTIONAL_CONFIG_KEYS = ("attention.head_count_kv", "rope.freq_base", "attention.layer_norm_rms_epsilon",
                          "context_length", "attention.key_length")
-
-
-def open_gguf(path: Path) -> GGUFReader:
-    """Parse the header; a truncated or corrupt file becomes a ModelLoadError naming it."""
-    from gguf import GGUFReader
-
-    try:
-        return GGUFReader(path)
-    except FileNotFoundError:
-        raise ModelLoadError(f"{path}: no such file.") from None
-    except (ValueError, IndexError, KeyError, TypeError, OverflowError, OSError) as exc:
-        # what the reader raises on a malformed or missing byte, depending on where it stops
-        raise ModelLoadError(
-            f"{path}: not a readable GGUF file (truncated or corrupt?): {type(exc).__name__}: {exc}"
-        ) from None
-
-
-def read_metadata(reader: GGUFReader) -> dict[str, Any]:
-    """Every key/value of the header as plain Python values (strings, numbers, lists)."""
-    return {key: field.contents() for key, field in reader.fields.items() if not key.startswith("GGUF.")}
 
 
 def _config_from_metadata(meta: dict[str, Any], tensor_shapes: dict[str, tuple[int, ...]], family: ModelFamily,

@@ -53,7 +53,7 @@ def human_count(n: int) -> str:
 @cache
 def _gguf_header(path: Path) -> dict[str, Any]:
     """The GGUF header's scalar values (arrays such as the vocabulary left out, as Ollama leaves them out)."""
-    from lucid.loader.gguf_file import open_gguf, read_metadata
+    from lucid.loader.gguf_header import open_gguf, read_metadata
 
     meta = read_metadata(open_gguf(path))
     return {k: v for k, v in meta.items() if not isinstance(v, list | tuple) and k != "tokenizer.chat_template"}
