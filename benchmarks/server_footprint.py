@@ -15,25 +15,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from compare import NO_EOS_BIAS, _stop_ids_of, kv_bytes_per_token
 from llama_server import ensure_built
 
-from lucid.bench.server import ServerProcess, lucid_server
+from lucid.bench.server import ServerProcess, lucid_server, tree_memory_bytes
 from lucid.bench.sweep import concurrency_sweep
-
-
-def resident_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def footprint(server: ServerProcess, output_len: int, extra_body: dict | None) -> dict[str, float]:
     with server:
-        idle = resident_bytes(server.proc.pid)
+        idle = tree_memory_bytes(server.proc.pid)
         summary = concurrency_sweep(server.url, [16], rounds=1, input_len=128, output_len=output_len,
                                     extra_body=extra_body, progress=False)[16]
         return {"startup_s": server.startup_s, "idle_gb": idle / 1e9, "peak_gb": server.peak_rss_bytes() / 1e9,

@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from lucid.bench.server import process_tree, tree_memory_bytes
+
 PHASES_CHILD = "--phases-child"
 GC_ON_ENV = "LUCID_STARTUP_BENCH_GC_ON"   # set: the phases child leaves the garbage collector on (the old start-up)
 
@@ -98,13 +100,6 @@ def _phases() -> None:
     print(json.dumps(rows))
 
 
-def resident_bytes(pid: int, key: str = "VmRSS") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def _phase_rows(env: dict[str, str]) -> list[list]:
     out = subprocess.run([sys.executable, __file__, PHASES_CHILD], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -138,9 +133,12 @@ def torch_floor(env: dict[str, str], runs: int = 3) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds the process has used (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds the process and its children (the engine process) have used, all threads."""
+    total = 0.0
+    for member in process_tree(pid):
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def starts(count: int, output: int, env: dict[str, str]) -> None:
@@ -152,10 +150,10 @@ def starts(count: int, output: int, env: dict[str, str]) -> None:
         server = lucid_server(None, [], env=env)
         with server:
             cpu = cpu_seconds(server.proc.pid)
-            idle = resident_bytes(server.proc.pid)
+            idle = tree_memory_bytes(server.proc.pid)
             summary = concurrency_sweep(server.url, [1], rounds=1, input_len=128, output_len=output,
                                         progress=False)[1]
-            peak = resident_bytes(server.proc.pid, "VmHWM")
+            peak = tree_memory_bytes(server.proc.pid, "VmHWM")
         if i:
             results.append((server.startup_s, idle, peak, summary.output_throughput, cpu))
             print(f"start {i}: healthy after {server.startup_s:.2f} s ({cpu:.2f} CPU-s), idle RSS {idle / 1e9:.3f} GB, "
