@@ -20,6 +20,10 @@ engine -> front:
     ("result", call_id, value, exception or None)
     ("stats", EngineStats)                                  when the counters changed, at most every STATS_PERIOD
     ("dead", exception)                                     the engine loop broke; the process then exits
+Outputs, errors, results and counters leave in batches: ("batch", [message, ...]), one per turn of this process's
+event loop, which is one per engine step when requests stream. A message a token would wake both processes' readers
+once per request per step; on two cores each wake-up takes a core from the engine's compute threads (measured: 16
+streams served 13% slower with a message per token).
 """
 
 from __future__ import annotations
@@ -128,6 +132,7 @@ class _EngineServer:
         self.conn = conn
         self.engine = engine
         self.send_lock = threading.Lock()
+        self.outbox: list[tuple] = []               # messages of this turn of the loop, sent together by _flush
         self.stopped: asyncio.Event | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -137,6 +142,16 @@ class _EngineServer:
                 self.conn.send(message)
             except (OSError, EOFError):  # the front is gone: its reader ends this process
                 pass
+
+    def post(self, message: tuple) -> None:
+        """Queue a message to leave with the others of this turn of the loop (on the loop's thread only)."""
+        if not self.outbox:
+            self.loop.call_soon(self._flush)  # type: ignore[union-attr]  (after every task this turn woke)
+        self.outbox.append(message)
+
+    def _flush(self) -> None:
+        batch, self.outbox = self.outbox, []
+        self.send(("batch", batch))
 
     async def serve(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -176,30 +191,30 @@ class _EngineServer:
         elif kind == "compile":
             self.loop.create_task(self._answer(message[1], self.engine.compile_grammar(message[2])))  # type: ignore[union-attr]
         elif kind == "tokenizer":
-            self.send(("result", message[1], self.engine.tokenizer, None))
+            self.post(("result", message[1], self.engine.tokenizer, None))
         elif kind == "shutdown":
             self.stopped.set()  # type: ignore[union-attr]
 
     async def _stream(self, request_id: str, prompt: list[int], params: Any) -> None:
         try:
             async for out in self.engine.generate(prompt, params, request_id):
-                self.send(("out", request_id, out))
+                self.post(("out", request_id, out))
         except Exception as exc:  # noqa: BLE001 - raised again in the front, which maps it to its HTTP status
-            self.send(("error", request_id, sendable(exc)))
+            self.post(("error", request_id, sendable(exc)))
 
     async def _answer(self, call_id: int, work: Any) -> None:
         try:
             result, error = await work, None
         except Exception as exc:  # noqa: BLE001 - raised again in the front
             result, error = None, sendable(exc)
-        self.send(("result", call_id, result, error))
+        self.post(("result", call_id, result, error))
 
     async def _post_stats(self) -> None:
         last = None
         while True:
             stats = self.engine.stats()
             if stats != last:
-                self.send(("stats", stats))
+                self.post(("stats", stats))
                 last = stats
             await asyncio.sleep(STATS_PERIOD)
 

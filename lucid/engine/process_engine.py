@@ -64,12 +64,21 @@ class EngineLauncher:
             raise payload
         if tokenizer is None:
             self.conn.send(("tokenizer", 0))
-            while (message := self.conn.recv())[0] != "result":  # counters may come first: the reader gets the next
-                pass
-            tokenizer = message[2]
+            tokenizer = self._tokenizer_reply()
             tokenizer.prepare()
         self.ready = True
         return ProcessEngine(self.conn, self.process, payload, tokenizer)
+
+    def _tokenizer_reply(self) -> Any:
+        """The answer to ("tokenizer", 0), read before the reader thread starts (counters may come first: the
+        reader gets the next ones)."""
+        while True:
+            kind, payload = self.conn.recv()
+            if kind == "dead":
+                raise EngineDeadError(f"the engine has stopped: {payload}")
+            for message in payload:
+                if message[0] == "result":
+                    return message[2]
 
     def stop(self) -> None:
         """The engine process gone: asked to stop once serving (a no-op after ProcessEngine.shutdown), killed
@@ -205,18 +214,29 @@ class ProcessEngine:
                 if not self._stopping:
                     self._die(EngineDeadError(f"the engine process exited (exit code {self._process.exitcode})"))
                 return
-            kind = message[0]
-            if kind in ("out", "error"):
-                self._publish(message[1], message[2])
-            elif kind == "stats":
-                self._stats = message[1]
-            elif kind == "result":
-                with self._lock:
-                    waiting = self._calls.get(message[1])
-                if waiting is not None:
-                    waiting[0].call_soon_threadsafe(_settle, waiting[1], message[2], message[3])
-            elif kind == "dead":
+            if message[0] == "batch":
+                self._deliver(message[1])
+            elif message[0] == "dead":
                 self._die(message[1])
+
+    def _deliver(self, messages: list[tuple]) -> None:
+        """One batch from the engine process: each loop that waits on some of it is woken once, not per message."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Callable[..., None], tuple]]] = {}
+        with self._lock:
+            for message in messages:
+                kind = message[0]
+                if kind == "stats":
+                    self._stats = message[1]
+                elif kind in ("out", "error"):
+                    sub = self._subscribers.get(message[1])
+                    if sub is not None:
+                        by_loop.setdefault(sub.loop, []).append((sub.queue.put_nowait, (message[2],)))
+                elif kind == "result":
+                    waiting = self._calls.get(message[1])
+                    if waiting is not None:
+                        by_loop.setdefault(waiting[0], []).append((_settle, (waiting[1], message[2], message[3])))
+        for loop, calls in by_loop.items():
+            loop.call_soon_threadsafe(_run_all, calls)
 
     def _publish(self, request_id: str, item: RequestOutput | BaseException) -> None:
         with self._lock:
@@ -239,6 +259,11 @@ class ProcessEngine:
             loop.call_soon_threadsafe(_settle, future, None, EngineDeadError(f"the engine has stopped: {error}"))
         if self.on_death is not None:
             self.on_death(error)
+
+
+def _run_all(calls: list[tuple[Callable[..., None], tuple]]) -> None:
+    for fn, args in calls:
+        fn(*args)
 
 
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
