@@ -78,25 +78,8 @@ class AsyncEngine:
     # ---- requests ----------------------------------------------------------------------------------
     async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
                        request_id: str) -> AsyncIterator[RequestOutput]:
-        prepared = self.engine.prepare_params(list(prompt_token_ids), params)
-        with self._lock:
-            # Checked under the lock the dying loop takes to list subscribers: a request is either in that list
-            # (and gets the error) or sees dead_error here; none can wait forever on a loop that is gone.
-            if self.dead_error is not None:
-                raise EngineDeadError(f"the engine has stopped: {self.dead_error}")
-            # Sequences not yet running, less the free slots of the running batch (a burst arriving at an idle
-            # engine is all "pending" for a moment, yet up to max_num_seqs of it will run at once, not wait).
-            free_slots = max(0, self.engine_config.max_num_seqs - self._stats.num_running)
-            waiting = self._stats.num_waiting + self._pending_adds - free_slots
-            if waiting >= self.engine_config.max_queue:
-                raise QueueFullError(f"the waiting queue is full ({waiting} requests); retry later")
-            if request_id in self._subscribers:
-                raise ValueError(f"request id {request_id!r} is already in use")
-            self._pending_adds += prepared.n
-            sub = _Subscriber(asyncio.get_running_loop(), asyncio.Queue())
-            self._subscribers[request_id] = sub
-        self._inbox.put(("add", request_id, list(prompt_token_ids), prepared))
-        self._wake.set()
+        sub = _Subscriber(asyncio.get_running_loop(), asyncio.Queue())
+        self._admit(request_id, prompt_token_ids, params, sub)
         finished = False
         try:
             while True:
@@ -112,6 +95,28 @@ class AsyncEngine:
                 self._subscribers.pop(request_id, None)
             if not finished:
                 self.abort(request_id)
+
+    def _admit(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, subscriber: Any) -> None:
+        """Validate the request (raises the 4xx errors), check the queue, and hand it to the engine thread, which
+        publishes its outputs to `subscriber` (`_publish`)."""
+        prepared = self.engine.prepare_params(list(prompt_token_ids), params)
+        with self._lock:
+            # Checked under the lock the dying loop takes to list subscribers: a request is either in that list
+            # (and gets the error) or sees dead_error here; none can wait forever on a loop that is gone.
+            if self.dead_error is not None:
+                raise EngineDeadError(f"the engine has stopped: {self.dead_error}")
+            # Sequences not yet running, less the free slots of the running batch (a burst arriving at an idle
+            # engine is all "pending" for a moment, yet up to max_num_seqs of it will run at once, not wait).
+            free_slots = max(0, self.engine_config.max_num_seqs - self._stats.num_running)
+            waiting = self._stats.num_waiting + self._pending_adds - free_slots
+            if waiting >= self.engine_config.max_queue:
+                raise QueueFullError(f"the waiting queue is full ({waiting} requests); retry later")
+            if request_id in self._subscribers:
+                raise ValueError(f"request id {request_id!r} is already in use")
+            self._pending_adds += prepared.n
+            self._subscribers[request_id] = subscriber
+        self._inbox.put(("add", request_id, list(prompt_token_ids), prepared))
+        self._wake.set()
 
     def abort(self, request_id: str) -> None:
         self._inbox.put(("abort", request_id))
@@ -156,6 +161,7 @@ class AsyncEngine:
             while not self._stop.is_set():
                 self._drain_inbox()
                 if not self.engine.has_unfinished():
+                    self._turn_done()
                     self._wake.wait(0.5)
                     self._wake.clear()
                     continue
@@ -163,6 +169,7 @@ class AsyncEngine:
                 self._stats = self.engine.stats()
                 for out in outputs:
                     self._publish(out.request_id, out)
+                self._turn_done()
         except BaseException as exc:  # the loop itself broke: every request fails, /health turns 503
             log.exception("engine loop died: %s: %s", type(exc).__name__, exc)
             with self._lock:
@@ -195,7 +202,7 @@ class AsyncEngine:
                     result, error = fn(self.engine), None
                 except Exception as exc:
                     result, error = None, exc
-                loop.call_soon_threadsafe(_settle, future, result, error)
+                self._answer(loop, future, result, error)
             else:
                 out = (self.engine.abort_completion(command[1], command[2]) if command[0] == "abort_completion"
                        else self.engine.abort(command[1]))
@@ -203,11 +210,18 @@ class AsyncEngine:
                     self._publish(out.request_id, out)
         self._stats = self.engine.stats()
 
+    # ---- where results go (lucid.engine.engine_process sends them down a pipe instead) -----------------
     def _publish(self, request_id: str, item: RequestOutput | BaseException) -> None:
         with self._lock:
             sub = self._subscribers.get(request_id)
         if sub is not None:
             sub.loop.call_soon_threadsafe(sub.queue.put_nowait, item)
+
+    def _answer(self, loop: Any, future: Any, result: Any, error: BaseException | None) -> None:
+        loop.call_soon_threadsafe(_settle, future, result, error)
+
+    def _turn_done(self) -> None:
+        """After each turn of the engine loop (a step's outputs published, or the inbox drained while idle)."""
 
 
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:

@@ -20,15 +20,14 @@ engine -> front:
     ("result", call_id, value, exception or None)
     ("stats", EngineStats)                                  when the counters changed, at most every STATS_PERIOD
     ("dead", exception)                                     the engine loop broke; the process then exits
-Outputs, errors, results and counters leave in batches: ("batch", [message, ...]), one per turn of this process's
-event loop, which is one per engine step when requests stream. A message a token would wake both processes' readers
-once per request per step; on two cores each wake-up takes a core from the engine's compute threads (measured: 16
-streams served 13% slower with a message per token).
+Everything the engine sends leaves in batches, ("batch", [message, ...]): one per turn of the engine loop (a step),
+sent by the engine thread itself. A message per token, or a hop through an event loop in this process, woke another
+thread per request per step; on two cores each wake-up takes a core from the engine's compute threads or the GIL
+from the engine thread (measured: 16 streams served 13% slower with a message a token through asyncio).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import pickle
@@ -95,9 +94,11 @@ def run_engine_process(conn: Connection, close_in_child: Connection | None, spec
     except BaseException as exc:  # noqa: BLE001 - the front reports it (ModelLoadError names the file)
         conn.send(("failed", sendable(exc)))
         return
-    conn.send(("ready", EngineInfo(engine.model_config, engine.engine_config, engine.generation_config,
-                                   engine.model_name, engine.source_path)))
-    asyncio.run(_EngineServer(conn, engine).serve())
+    piped = _piped_engine_class()(engine.engine, conn)
+    conn.send(("ready", EngineInfo(piped.model_config, piped.engine_config, piped.generation_config,
+                                   piped.model_name, piped.source_path)))
+    piped.start()
+    piped.serve()
 
 
 def _load(spec: EngineSpec) -> AsyncEngine:
@@ -125,100 +126,96 @@ def _load(spec: EngineSpec) -> AsyncEngine:
         startup_gc.resume()
 
 
-class _EngineServer:
-    """Runs on the process's event loop; the reader thread hands it each message."""
+def _piped_engine_class() -> type:
+    """PipedEngine, defined once AsyncEngine (and torch, through it) is imported: the front imports this module."""
+    from lucid.engine.async_engine import AsyncEngine
 
-    def __init__(self, conn: Connection, engine: AsyncEngine) -> None:
-        self.conn = conn
-        self.engine = engine
-        self.send_lock = threading.Lock()
-        self.outbox: list[tuple] = []               # messages of this turn of the loop, sent together by _flush
-        self.stopped: asyncio.Event | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
+    class PipedEngine(AsyncEngine):
+        """The AsyncEngine of this process: requests come from the pipe (the main thread reads it), and the engine
+        thread sends each turn's outputs, errors, call results and counters down it as one batch."""
 
-    def send(self, message: tuple) -> None:
-        with self.send_lock:
+        def __init__(self, llm_engine: Any, conn: Connection) -> None:
+            super().__init__(llm_engine)
+            self.conn = conn
+            self.send_lock = threading.Lock()
+            self.batch: list[tuple] = []          # this turn's messages: the engine thread's alone
+            self.posted_stats = None
+            self.on_death = self._died
+
+        # ---- the engine thread's side ------------------------------------------------------------
+        def _publish(self, request_id: str, item: Any) -> None:
+            if isinstance(item, BaseException):
+                self.batch.append(("error", request_id, sendable(item)))
+                done = True
+            else:
+                self.batch.append(("out", request_id, item))
+                done = item.finished
+            if done:
+                with self._lock:
+                    self._subscribers.pop(request_id, None)
+
+        def _answer(self, loop: Any, future: Any, result: Any, error: BaseException | None) -> None:
+            self.batch.append(("result", future, result, None if error is None else sendable(error)))
+
+        def _turn_done(self) -> None:
+            if self._stats != self.posted_stats:
+                self.batch.append(("stats", self._stats))
+                self.posted_stats = self._stats
+            if self.batch:
+                batch, self.batch = self.batch, []
+                self.send(("batch", batch))
+
+        def _died(self, error: BaseException) -> None:
+            """After every request got its error: tell the front, which exits (a supervisor restarts lucid)."""
+            self._turn_done()
+            self.send(("dead", sendable(error)))
+
+        # ---- the main thread: the front's messages ---------------------------------------------------
+        def send(self, message: tuple) -> None:
+            with self.send_lock:
+                try:
+                    self.conn.send(message)
+                except (OSError, EOFError):  # the front is gone: the main thread's read ends this process
+                    pass
+
+        def serve(self) -> None:
+            while True:
+                try:
+                    message = self.conn.recv()
+                except (EOFError, OSError):
+                    os._exit(0)  # the front died without a shutdown: nothing is left to serve
+                if message[0] == "shutdown":
+                    self.abort_all()
+                    self.shutdown()
+                    return
+                self._dispatch(message)
+
+        def _dispatch(self, message: tuple) -> None:
+            kind = message[0]
+            if kind == "add":
+                _, request_id, prompt, params = message
+                try:
+                    self._admit(request_id, prompt, params, subscriber=True)
+                except Exception as exc:  # noqa: BLE001 - raised again in the front (a 400, a 429 ...)
+                    self.send(("batch", [("error", request_id, sendable(exc))]))
+            elif kind == "abort":
+                self.abort(message[1])
+            elif kind == "abort_completion":
+                self.abort_completion(message[1], message[2])
+            elif kind == "call":  # run between two steps by the engine thread, answered in its batch
+                self._inbox.put(("call", message[2], None, message[1]))
+                self._wake.set()
+            elif kind == "compile":  # a first grammar may take seconds: not on this thread, which reads aborts
+                threading.Thread(target=self._compile, args=message[1:], daemon=True).start()
+            elif kind == "tokenizer":
+                self.send(("batch", [("result", message[1], self.tokenizer, None)]))
+
+        def _compile(self, call_id: int, spec: Any) -> None:
             try:
-                self.conn.send(message)
-            except (OSError, EOFError):  # the front is gone: its reader ends this process
-                pass
+                self.engine.grammars.compile(spec)
+                error = None
+            except Exception as exc:  # noqa: BLE001 - a StructuredOutputError is the front's 400
+                error = sendable(exc)
+            self.send(("batch", [("result", call_id, None, error)]))
 
-    def post(self, message: tuple) -> None:
-        """Queue a message to leave with the others of this turn of the loop (on the loop's thread only)."""
-        if not self.outbox:
-            self.loop.call_soon(self._flush)  # type: ignore[union-attr]  (after every task this turn woke)
-        self.outbox.append(message)
-
-    def _flush(self) -> None:
-        batch, self.outbox = self.outbox, []
-        self.send(("batch", batch))
-
-    async def serve(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.stopped = asyncio.Event()
-        self.engine.on_death = self._engine_died
-        self.engine.start()
-        threading.Thread(target=self._read, name="lucid-engine-inbox", daemon=True).start()
-        stats = self.loop.create_task(self._post_stats())
-        await self.stopped.wait()
-        stats.cancel()
-        self.engine.abort_all()
-        self.engine.shutdown()
-
-    def _read(self) -> None:
-        """The reader thread: each message to the loop; the front gone (EOF) ends the process."""
-        assert self.loop is not None
-        while True:
-            try:
-                message = self.conn.recv()
-            except (EOFError, OSError):
-                os._exit(0)  # the front died without a shutdown: nothing is left to serve
-            self.loop.call_soon_threadsafe(self._dispatch, message)
-            if message[0] == "shutdown":
-                return
-
-    def _dispatch(self, message: tuple) -> None:
-        kind = message[0]
-        if kind == "add":
-            _, request_id, prompt, params = message
-            self.loop.create_task(self._stream(request_id, prompt, params))  # type: ignore[union-attr]
-        elif kind == "abort":
-            self.engine.abort(message[1])
-        elif kind == "abort_completion":
-            self.engine.abort_completion(message[1], message[2])
-        elif kind == "call":
-            self.loop.create_task(self._answer(message[1], self.engine.call(message[2])))  # type: ignore[union-attr]
-        elif kind == "compile":
-            self.loop.create_task(self._answer(message[1], self.engine.compile_grammar(message[2])))  # type: ignore[union-attr]
-        elif kind == "tokenizer":
-            self.post(("result", message[1], self.engine.tokenizer, None))
-        elif kind == "shutdown":
-            self.stopped.set()  # type: ignore[union-attr]
-
-    async def _stream(self, request_id: str, prompt: list[int], params: Any) -> None:
-        try:
-            async for out in self.engine.generate(prompt, params, request_id):
-                self.post(("out", request_id, out))
-        except Exception as exc:  # noqa: BLE001 - raised again in the front, which maps it to its HTTP status
-            self.post(("error", request_id, sendable(exc)))
-
-    async def _answer(self, call_id: int, work: Any) -> None:
-        try:
-            result, error = await work, None
-        except Exception as exc:  # noqa: BLE001 - raised again in the front
-            result, error = None, sendable(exc)
-        self.post(("result", call_id, result, error))
-
-    async def _post_stats(self) -> None:
-        last = None
-        while True:
-            stats = self.engine.stats()
-            if stats != last:
-                self.post(("stats", stats))
-                last = stats
-            await asyncio.sleep(STATS_PERIOD)
-
-    def _engine_died(self, error: BaseException) -> None:
-        """On the engine thread, after every request got its error: tell the front, which exits (a supervisor
-        restarts lucid); this process ends with it."""
-        self.send(("dead", sendable(error)))
+    return PipedEngine
