@@ -21,9 +21,10 @@ engine -> front:
     ("stats", EngineStats)                                  when the counters changed, at most every STATS_PERIOD
     ("dead", exception)                                     the engine loop broke; the process then exits
 Everything the engine sends leaves in batches, ("batch", [message, ...]): one per turn of the engine loop (a step),
-sent by the engine thread itself. A message per token, or a hop through an event loop in this process, woke another
-thread per request per step; on two cores each wake-up takes a core from the engine's compute threads or the GIL
-from the engine thread (measured: 16 streams served 13% slower with a message a token through asyncio).
+sent by the engine thread itself. A message per token through an event loop in this process woke another thread per
+request per step, and on two cores each wake-up takes the GIL from the engine thread or a core from its compute
+threads: 16 streams were served 3-5% slower than with the engine in the server's own process in interleaved runs;
+sent this way, no slower (benchmarks/engine_process.py, docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
