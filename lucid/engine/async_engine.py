@@ -12,26 +12,21 @@ import logging
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from lucid.config import EngineConfig
 from lucid.engine.llm_engine import LLMEngine
 from lucid.engine.outputs import EngineStats, RequestOutput
+from lucid.engine.subscription import Subscriber, Subscriptions, settle
 from lucid.errors import EngineDeadError, QueueFullError
 from lucid.sampling_params import SamplingParams
 
 log = logging.getLogger("lucid.engine")
 
 
-@dataclass
-class _Subscriber:
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue
-
-
-class AsyncEngine:
+class AsyncEngine(Subscriptions):
     def __init__(self, engine: LLMEngine) -> None:
+        super().__init__()
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.model_config = engine.model_config
@@ -46,9 +41,7 @@ class AsyncEngine:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._subscribers: dict[str, _Subscriber] = {}
         self._pending_adds = 0
-        self._lock = threading.Lock()
         self._stats = engine.stats()
         self._thread: threading.Thread | None = None
 
@@ -78,23 +71,10 @@ class AsyncEngine:
     # ---- requests ----------------------------------------------------------------------------------
     async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
                        request_id: str) -> AsyncIterator[RequestOutput]:
-        sub = _Subscriber(asyncio.get_running_loop(), asyncio.Queue())
+        sub = Subscriber(asyncio.get_running_loop(), asyncio.Queue())
         self._admit(request_id, prompt_token_ids, params, sub)
-        finished = False
-        try:
-            while True:
-                item = await sub.queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                finished = item.finished
-                yield item
-                if finished:
-                    return
-        finally:
-            with self._lock:
-                self._subscribers.pop(request_id, None)
-            if not finished:
-                self.abort(request_id)
+        async for item in self._follow(request_id, sub):
+            yield item
 
     def _admit(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, subscriber: Any) -> None:
         """Validate the request (raises the 4xx errors), check the queue, and hand it to the engine thread, which
@@ -126,15 +106,6 @@ class AsyncEngine:
         """Stop one completion of a request at the next step (LLMEngine.abort_completion). Thread-safe."""
         self._inbox.put(("abort_completion", request_id, index))
         self._wake.set()
-
-    def abort_all(self) -> int:
-        """Abort every request in flight (shutdown after the grace period): each gets finish_reason "abort" at the
-        next step. Returns how many were aborted. Thread-safe."""
-        with self._lock:
-            request_ids = list(self._subscribers)
-        for request_id in request_ids:
-            self.abort(request_id)
-        return len(request_ids)
 
     def stats(self) -> EngineStats:
         return self._stats
@@ -210,24 +181,10 @@ class AsyncEngine:
                     self._publish(out.request_id, out)
         self._stats = self.engine.stats()
 
-    # ---- where results go (lucid.engine.engine_process sends them down a pipe instead) -----------------
-    def _publish(self, request_id: str, item: RequestOutput | BaseException) -> None:
-        with self._lock:
-            sub = self._subscribers.get(request_id)
-        if sub is not None:
-            sub.loop.call_soon_threadsafe(sub.queue.put_nowait, item)
-
+    # ---- where results go (_publish: Subscriptions'; lucid.engine.engine_process sends them down a pipe) --
     def _answer(self, loop: Any, future: Any, result: Any, error: BaseException | None) -> None:
-        loop.call_soon_threadsafe(_settle, future, result, error)
+        loop.call_soon_threadsafe(settle, future, result, error)
 
     def _turn_done(self) -> None:
         """After each turn of the engine loop (a step's outputs published, or the inbox drained while idle)."""
 
-
-def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)

@@ -15,12 +15,12 @@ import multiprocessing
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 from lucid.engine.engine_process import EngineInfo, EngineSpec, run_engine_process
 from lucid.engine.outputs import EngineStats, RequestOutput
+from lucid.engine.subscription import Subscriber, Subscriptions, settle
 from lucid.errors import EngineDeadError
 from lucid.sampling_params import SamplingParams
 
@@ -90,14 +90,9 @@ class EngineLauncher:
             self.process.join(1.0)
 
 
-@dataclass
-class _Subscriber:
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue
-
-
-class ProcessEngine:
+class ProcessEngine(Subscriptions):
     def __init__(self, conn: Connection, process: Any, info: EngineInfo, tokenizer: Any) -> None:
+        super().__init__()
         self.tokenizer = tokenizer
         self.model_config = info.model_config
         self.engine_config = info.engine_config
@@ -109,8 +104,7 @@ class ProcessEngine:
         self._conn = conn
         self._process = process
         self._send_lock = threading.Lock()
-        self._lock = threading.Lock()             # guards _subscribers, _calls and dead_error
-        self._subscribers: dict[str, _Subscriber] = {}
+        # self._lock (Subscriptions') also guards _calls and dead_error
         self._calls: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}
         self._call_ids = itertools.count(1)
         self._stats = EngineStats(0, 0, 0, 0, 0, 0)
@@ -134,43 +128,22 @@ class ProcessEngine:
     # ---- requests ----------------------------------------------------------------------------------
     async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
                        request_id: str) -> AsyncIterator[RequestOutput]:
-        sub = _Subscriber(asyncio.get_running_loop(), asyncio.Queue())
+        sub = Subscriber(asyncio.get_running_loop(), asyncio.Queue())
         with self._lock:
             if self.dead_error is not None:
                 raise EngineDeadError(f"the engine has stopped: {self.dead_error}")
             if request_id in self._subscribers:
                 raise ValueError(f"request id {request_id!r} is already in use")
             self._subscribers[request_id] = sub
-        finished = False
-        try:
-            self._send(("add", request_id, list(prompt_token_ids), params))
-            while True:
-                item = await sub.queue.get()
-                if isinstance(item, BaseException):
-                    finished = True  # the engine dropped it (a bad parameter, a full queue): nothing to abort
-                    raise item
-                finished = item.finished
-                yield item
-                if finished:
-                    return
-        finally:
-            with self._lock:
-                self._subscribers.pop(request_id, None)
-            if not finished:
-                self.abort(request_id)
+        self._send(("add", request_id, list(prompt_token_ids), params))  # its errors come back as items
+        async for item in self._follow(request_id, sub):
+            yield item
 
     def abort(self, request_id: str) -> None:
         self._send(("abort", request_id))
 
     def abort_completion(self, request_id: str, index: int) -> None:
         self._send(("abort_completion", request_id, index))
-
-    def abort_all(self) -> int:
-        with self._lock:
-            request_ids = list(self._subscribers)
-        for request_id in request_ids:
-            self.abort(request_id)
-        return len(request_ids)
 
     def stats(self) -> EngineStats:
         return self._stats
@@ -234,15 +207,10 @@ class ProcessEngine:
                 elif kind == "result":
                     waiting = self._calls.get(message[1])
                     if waiting is not None:
-                        by_loop.setdefault(waiting[0], []).append((_settle, (waiting[1], message[2], message[3])))
+                        by_loop.setdefault(waiting[0], []).append((settle, (waiting[1], message[2], message[3])))
         for loop, calls in by_loop.items():
             loop.call_soon_threadsafe(_run_all, calls)
 
-    def _publish(self, request_id: str, item: RequestOutput | BaseException) -> None:
-        with self._lock:
-            sub = self._subscribers.get(request_id)
-        if sub is not None:
-            sub.loop.call_soon_threadsafe(sub.queue.put_nowait, item)
 
     def _die(self, error: BaseException) -> None:
         """Every waiting request and look gets the error; /health turns 503; the server exits (on_death)."""
@@ -256,7 +224,7 @@ class ProcessEngine:
         for request_id in subscribers:
             self._publish(request_id, EngineDeadError(f"the engine has stopped: {error}"))
         for loop, future in calls:
-            loop.call_soon_threadsafe(_settle, future, None, EngineDeadError(f"the engine has stopped: {error}"))
+            loop.call_soon_threadsafe(settle, future, None, EngineDeadError(f"the engine has stopped: {error}"))
         if self.on_death is not None:
             self.on_death(error)
 
@@ -264,15 +232,6 @@ class ProcessEngine:
 def _run_all(calls: list[tuple[Callable[..., None], tuple]]) -> None:
     for fn, args in calls:
         fn(*args)
-
-
-def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 def _stop_process(conn: Connection, process: Any, timeout: float = SHUTDOWN_WAIT) -> None:
