@@ -1,6 +1,6 @@
 """The front's side of an engine in another process (lucid.engine.engine_process says why and how they talk).
 
-`EngineLauncher.start` starts the engine process before the front imports its web stack; `wait_ready` (on the
+`EngineLauncher(spec)` starts the engine process before the front imports its web stack; `wait_ready` (on the
 server's loading thread) returns a `ProcessEngine`: the AsyncEngine interface the server already talks to
 (generate, abort, abort_completion, abort_all, call, compile_grammar, stats, dead_error, on_death, shutdown), so no
 route knows the engine is elsewhere. Importing this module is cheap (no torch): the front never imports torch.
