@@ -48,8 +48,10 @@ def test_requests_looks_and_grammars_cross_to_the_engine_process(tiny_model):
             "model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
             "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "response_format", bad.text
+        started = time.monotonic()
         assert server.stop() == 0
-        assert _wait_exit(engine, 10)
+        assert time.monotonic() - started < 5 and "did not stop" not in server.log(), server.log()[-2000:]
+        assert _wait_exit(engine, 1)
     finally:
         server.stop(signal.SIGKILL)
 

@@ -188,7 +188,10 @@ def _piped_engine_class() -> type:
                 if message[0] == "shutdown":
                     self.abort_all()
                     self.shutdown()
-                    return
+                    # Straight out, as on the front's disappearance above: the interpreter's and torch's teardown
+                    # has nothing to save here, and it is not worth a moment of the front's shutdown.
+                    logging.shutdown()
+                    os._exit(0)
                 self._dispatch(message)
 
         def _dispatch(self, message: tuple) -> None:

@@ -37,6 +37,32 @@ def start_method() -> str:
     return "fork"
 
 
+class EngineChild:
+    """The engine's multiprocessing.Process, waited for by one thread at a time. Two threads joining it at once (the
+    reader seeing EOF, a shutdown) race in waitpid: the loser's Process then reports it alive forever."""
+
+    def __init__(self, process: Any) -> None:
+        self.process = process
+        self.pid: int = process.pid
+        self._lock = threading.Lock()
+
+    def join(self, timeout: float) -> int | None:
+        """Wait up to `timeout` seconds for the exit; its exit code, or None while it runs."""
+        with self._lock:
+            self.process.join(timeout)
+            return self.process.exitcode
+
+    def is_alive(self) -> bool:
+        with self._lock:
+            return self.process.is_alive()
+
+    def kill(self) -> None:
+        with self._lock:
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(1.0)
+
+
 class EngineLauncher:
     """Starts the engine process; `wait_ready` then waits for its model and returns the ProcessEngine."""
 
@@ -44,9 +70,10 @@ class EngineLauncher:
         self.spec = spec
         context = multiprocessing.get_context(method or start_method())
         self.conn, child_end = context.Pipe()
-        self.process = context.Process(target=run_engine_process, args=(child_end, self.conn, spec),
-                                       name="lucid-engine", daemon=True)
-        self.process.start()
+        process = context.Process(target=run_engine_process, args=(child_end, self.conn, spec), name="lucid-engine",
+                                  daemon=True)
+        process.start()
+        self.process = EngineChild(process)
         child_end.close()  # only the child holds it now: its exit reaches this end as EOF
         self.ready = False
 
@@ -56,9 +83,8 @@ class EngineLauncher:
         try:
             kind, payload = self.conn.recv()
         except (EOFError, OSError):
-            self.process.join(1.0)
-            raise EngineDeadError(f"the engine process exited while loading (exit code {self.process.exitcode})") \
-                from None
+            code = self.process.join(1.0)
+            raise EngineDeadError(f"the engine process exited while loading (exit code {code})") from None
         if kind == "failed":
             self.process.join(SHUTDOWN_WAIT)
             raise payload
@@ -85,13 +111,12 @@ class EngineLauncher:
         while it loads (a SIGTERM then: nothing it holds is worth waiting for)."""
         if self.ready:
             _stop_process(self.conn, self.process)
-        elif self.process.is_alive():
+        else:
             self.process.kill()
-            self.process.join(1.0)
 
 
 class ProcessEngine(Subscriptions):
-    def __init__(self, conn: Connection, process: Any, info: EngineInfo, tokenizer: Any) -> None:
+    def __init__(self, conn: Connection, process: EngineChild, info: EngineInfo, tokenizer: Any) -> None:
         super().__init__()
         self.tokenizer = tokenizer
         self.model_config = info.model_config
@@ -183,9 +208,9 @@ class ProcessEngine(Subscriptions):
             try:
                 message = self._conn.recv()
             except (EOFError, OSError):
-                self._process.join(1.0)
+                code = self._process.join(1.0)
                 if not self._stopping:
-                    self._die(EngineDeadError(f"the engine process exited (exit code {self._process.exitcode})"))
+                    self._die(EngineDeadError(f"the engine process exited (exit code {code})"))
                 return
             if message[0] == "batch":
                 self._deliver(message[1])
@@ -234,14 +259,12 @@ def _run_all(calls: list[tuple[Callable[..., None], tuple]]) -> None:
         fn(*args)
 
 
-def _stop_process(conn: Connection, process: Any, timeout: float = SHUTDOWN_WAIT) -> None:
+def _stop_process(conn: Connection, process: EngineChild, timeout: float = SHUTDOWN_WAIT) -> None:
     """Ask the engine process to stop; kill it if it does not within `timeout` seconds."""
     try:
         conn.send(("shutdown",))
     except (OSError, ValueError):
         pass
-    process.join(timeout)
-    if process.is_alive():
+    if process.join(timeout) is None:
         log.warning("the engine process did not stop in %.0f s; killing it", timeout)
         process.kill()
-        process.join(1.0)
