@@ -102,6 +102,25 @@ def run_engine_process(conn: Connection, close_in_child: Connection | None, spec
     piped.serve()
 
 
+def load_engine(spec: EngineSpec, prepare_tokenizer: bool = True) -> AsyncEngine:
+    """The AsyncEngine `spec` describes, on cuda when available and no device is named; `lucid serve` loads it
+    here in the engine process, or in its own with --engine-in-process. Imports torch."""
+    import torch
+
+    from lucid.config import DEFAULT_QUANTIZATION
+    from lucid.engine.async_engine import AsyncEngine
+    from lucid.server import startup_gc
+
+    startup_gc.freeze_imports()  # torch's modules, imported just now: never worth scanning
+    device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    quantization = spec.quantization or (DEFAULT_QUANTIZATION if device == "cpu" else "none")
+    options = {"dtype": spec.dtype} if spec.dtype else {}
+    log.info("Loading %s on %s ...", spec.model or "the default model", device)
+    return AsyncEngine.from_pretrained(spec.model, device=device, quantization=quantization,
+                                       engine_config=spec.engine_config_for(device),
+                                       prepare_tokenizer=prepare_tokenizer, **options)
+
+
 def _load(spec: EngineSpec) -> AsyncEngine:
     from lucid.malloc_tuning import keep_large_blocks
     from lucid.server import startup_gc
@@ -109,20 +128,8 @@ def _load(spec: EngineSpec) -> AsyncEngine:
     keep_large_blocks()
     startup_gc.pause()  # as `lucid serve` in one process: nothing to collect while the modules load
     try:
-        import torch
-
-        from lucid.config import DEFAULT_QUANTIZATION
-        from lucid.engine.async_engine import AsyncEngine
-
-        startup_gc.freeze_imports()
-        device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        quantization = spec.quantization or (DEFAULT_QUANTIZATION if device == "cpu" else "none")
-        options = {"dtype": spec.dtype} if spec.dtype else {}
-        log.info("Loading %s on %s ...", spec.model or "the default model", device)
         # The engine only detokenizes: the tokenizer's BPE tables (~0.25 s to build) are for the front.
-        return AsyncEngine.from_pretrained(spec.model, device=device, quantization=quantization,
-                                           engine_config=spec.engine_config_for(device), prepare_tokenizer=False,
-                                           **options)
+        return load_engine(spec, prepare_tokenizer=False)
     finally:
         startup_gc.resume()
 

@@ -22,6 +22,7 @@ from lucid.server import startup_gc
 from lucid.server.settings import DEFAULT_MAX_BODY_BYTES, ServerSettings
 
 if TYPE_CHECKING:
+    from lucid.engine.engine_process import EngineSpec
     from lucid.engine.process_engine import EngineLauncher
     from lucid.server.state import ServerState
 
@@ -107,19 +108,19 @@ def engine_config_from_args(args: argparse.Namespace, device: str = "cpu") -> En
     return EngineConfig(**limits)
 
 
+def _engine_spec(args: argparse.Namespace) -> EngineSpec:
+    from lucid.engine.engine_process import EngineSpec
+
+    return EngineSpec(args.model, partial(engine_config_from_args, args), device=args.device, dtype=args.dtype,
+                      quantization=args.quantization, log_level=args.log_level.upper())
+
+
 def _loader(args: argparse.Namespace) -> Callable[[], Any]:
-    """The engine loaded in this process (--engine-in-process)."""
+    """The engine loaded in this process (--engine-in-process), in the loading thread while /health answers 503."""
     def load() -> Any:
-        import torch  # heavy: imported in the loading thread, while /health already answers 503
+        from lucid.engine.engine_process import load_engine
 
-        from lucid.engine.async_engine import AsyncEngine
-
-        startup_gc.freeze_imports()  # torch's modules, imported just now: never worth scanning either
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        options = {"device": device, **({"dtype": args.dtype} if args.dtype else {}),
-                   "quantization": args.quantization or (DEFAULT_QUANTIZATION if device == "cpu" else "none")}
-        logger.info("Loading %s on %s ...", args.model or "the default model", device)
-        return AsyncEngine.from_pretrained(args.model, engine_config=engine_config_from_args(args, device), **options)
+        return load_engine(_engine_spec(args))
 
     return load
 
@@ -137,13 +138,10 @@ def _engine_process_loader(args: argparse.Namespace, launcher: EngineLauncher) -
 
 def _start_engine_process(args: argparse.Namespace) -> EngineLauncher:
     """The engine process, started before this one imports its web stack (lucid.engine.engine_process says why)."""
-    from lucid.engine.engine_process import EngineSpec
     from lucid.engine.process_engine import EngineLauncher
 
     logger.info("Loading %s in the engine process ...", args.model or "the default model")
-    return EngineLauncher(EngineSpec(args.model, partial(engine_config_from_args, args), device=args.device,
-                                     dtype=args.dtype, quantization=args.quantization,
-                                     log_level=args.log_level.upper()))
+    return EngineLauncher(_engine_spec(args))
 
 
 def _resuming_gc(load: Callable[[], Any]) -> Callable[[], Any]:
