@@ -222,21 +222,20 @@ def _stop_ids_of(gguf: str) -> list[int]:
 
 
 def _serve(server: Any, args: argparse.Namespace, extra_body: dict[str, Any] | None) -> dict[str, Any]:
-    """Stream at every level greedy, then again at temperature 0.7 (the peers' other sampling defaults apply)."""
-    from lucid.bench.sweep import concurrency_sweep
+    """Stream greedy and at temperature 0.7 (the peers' other sampling defaults apply), the two in turn at each level
+    so that their ratio compares runs seconds apart."""
+    from lucid.bench.sweep import paired_sweep
 
-    sampled_body = {**(extra_body or {}), "temperature": SAMPLED_TEMPERATURE}
+    variants = {"greedy": extra_body, "sampled": {**(extra_body or {}), "temperature": SAMPLED_TEMPERATURE}}
     try:
         with server:
-            summaries = concurrency_sweep(server.url, args.levels, rounds=args.rounds, input_len=args.serve_input_len,
-                                          output_len=args.serve_output_len, extra_body=extra_body)
-            # Other prompts than the greedy sweep's: the same ones would come from the servers' prompt caches.
-            sampled = concurrency_sweep(server.url, args.levels, rounds=args.rounds, input_len=args.serve_input_len,
-                                        output_len=args.serve_output_len, extra_body=sampled_body, seed=1000)
+            swept = paired_sweep(server.url, args.levels, variants, rounds=args.rounds,
+                                 input_len=args.serve_input_len, output_len=args.serve_output_len)
             peak = server.peak_rss_bytes()
     except Exception as exc:  # a peer that cannot start must not cost the other columns
         print(f"[compare] server failed: {exc}", file=sys.stderr)
         return {"error": str(exc).splitlines()[0][:120]}
+    summaries, sampled = swept["greedy"], swept["sampled"]
     first = summaries[args.levels[0]]
     result = {"startup_s": server.startup_s, "server_rss": peak, "ttft_ms": first.ttft.median,
               "failed": sum(s.failed for s in [*summaries.values(), *sampled.values()])}

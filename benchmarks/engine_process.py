@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import SAMPLED_TEMPERATURE  # noqa: E402
 
 from lucid.bench.server import lucid_server  # noqa: E402
-from lucid.bench.sweep import concurrency_sweep  # noqa: E402
+from lucid.bench.sweep import paired_sweep  # noqa: E402
 
 MODES = {"engine process (default)": [], "--engine-in-process": ["--engine-in-process"]}
 LEVELS = [1, 16]
@@ -36,9 +36,9 @@ def start_ups(extra_args: list[str], starts: int) -> list[float]:
 
 
 def sweep(url: str, seed: int, output_len: int) -> dict[str, float]:
-    greedy = concurrency_sweep(url, LEVELS, rounds=1, output_len=output_len, seed=seed, progress=False)
-    sampled = concurrency_sweep(url, LEVELS, rounds=1, output_len=output_len, seed=seed + 500, progress=False,
-                                extra_body={"temperature": SAMPLED_TEMPERATURE})
+    swept = paired_sweep(url, LEVELS, {"greedy": None, "sampled": {"temperature": SAMPLED_TEMPERATURE}}, rounds=1,
+                         output_len=output_len, seed=seed, progress=False)
+    greedy, sampled = swept["greedy"], swept["sampled"]
     row = {}
     for level in LEVELS:
         row[f"c={level} greedy tok/s"] = greedy[level].output_throughput
@@ -65,7 +65,7 @@ def main() -> None:
     try:
         for turn in range(args.rounds):
             for mode, server in servers.items():
-                rows[mode].append(sweep(server.url, 1000 * (turn + 1), args.output))
+                rows[mode].append(sweep(server.url, 10000 * (turn + 1), args.output))
                 print(f"round {turn + 1}, {mode}: " + ", ".join(f"{k} {v:.1f}" for k, v in rows[mode][-1].items()),
                       flush=True)
         peaks = {mode: (server.peak_rss_bytes() or 0) / 1e9 for mode, server in servers.items()}
