@@ -223,24 +223,26 @@ def _stop_ids_of(gguf: str) -> list[int]:
 
 def _serve(server: Any, args: argparse.Namespace, extra_body: dict[str, Any] | None) -> dict[str, Any]:
     """Stream greedy and at temperature 0.7 (the peers' other sampling defaults apply), the two in turn at each level
-    so that their ratio compares runs seconds apart."""
+    so that their ratio compares runs seconds apart; the whole sweep `--repeats` times, each cell the median."""
     from lucid.bench.sweep import paired_sweep
 
-    variants = {"greedy": extra_body, "sampled": {**(extra_body or {}), "temperature": SAMPLED_TEMPERATURE}}
+    variants = {"": extra_body, "_sampled": {**(extra_body or {}), "temperature": SAMPLED_TEMPERATURE}}
     try:
         with server:
-            swept = paired_sweep(server.url, args.levels, variants, rounds=args.rounds,
-                                 input_len=args.serve_input_len, output_len=args.serve_output_len)
+            # Each repeat its own prompts (seeds 10000 apart): none may come from the server's prompt cache.
+            runs = [paired_sweep(server.url, args.levels, variants, rounds=args.rounds, input_len=args.serve_input_len,
+                                 output_len=args.serve_output_len, seed=10000 * repeat)
+                    for repeat in range(args.repeats)]
             peak = server.peak_rss_bytes()
     except Exception as exc:  # a peer that cannot start must not cost the other columns
         print(f"[compare] server failed: {exc}", file=sys.stderr)
         return {"error": str(exc).splitlines()[0][:120]}
-    summaries, sampled = swept["greedy"], swept["sampled"]
-    first = summaries[args.levels[0]]
-    result = {"startup_s": server.startup_s, "server_rss": peak, "ttft_ms": first.ttft.median,
-              "failed": sum(s.failed for s in [*summaries.values(), *sampled.values()])}
-    result.update({f"serve_{level}": s.output_throughput for level, s in summaries.items()})
-    result.update({f"serve_{level}_sampled": s.output_throughput for level, s in sampled.items()})
+    repeats = [{f"serve_{level}{suffix}": summary.output_throughput
+                for suffix, by_level in run.items() for level, summary in by_level.items()} for run in runs]
+    result: dict[str, Any] = {key: _median([r[key] for r in repeats]) for key in repeats[0]}
+    result.update({"startup_s": server.startup_s, "server_rss": peak, "repeats": repeats,
+                   "ttft_ms": _median([run[""][args.levels[0]].ttft.median for run in runs]),
+                   "failed": sum(s.failed for run in runs for by_level in run.values() for s in by_level.values())})
     return result
 
 
@@ -313,18 +315,22 @@ def bandwidth_lines(results: dict[str, dict[str, Any]], measured: dict[str, floa
 
 
 def scaling_lines(results: dict[str, dict[str, Any]], levels: list[int]) -> list[str]:
-    """Served output tok/s at the highest concurrency over the lowest: how well each server batches."""
+    """Each server's scaling from the lowest to the highest level and its sampled / greedy ratio: the ratio of the
+    medians, then each repeat's own ratio (its two figures measured minutes apart at most)."""
     lines = []
     low, high = f"serve_{levels[0]}", f"serve_{levels[-1]}"
     for name in ("lucid", "llama"):
         r = results.get(name, {})
-        for suffix, kind in (("", "greedy"), ("_sampled", f"temperature {SAMPLED_TEMPERATURE}")):
-            if r.get(low + suffix) and r.get(high + suffix):
-                lines.append(f"{'lucid' if name == 'lucid' else 'llama-server'} served output tok/s, {kind}, at "
-                             f"c={levels[-1]} / c={levels[0]}: {r[high + suffix] / r[low + suffix]:.2f}x.")
-        if r.get(high) and r.get(high + "_sampled"):
-            lines.append(f"{'lucid' if name == 'lucid' else 'llama-server'} at c={levels[-1]}, temperature "
-                         f"{SAMPLED_TEMPERATURE} / greedy: {r[high + '_sampled'] / r[high]:.2f}.")
+        server = "lucid" if name == "lucid" else "llama-server"
+        pairs = [(high, low, f"greedy, at c={levels[-1]} / c={levels[0]}"),
+                 (high + "_sampled", low + "_sampled",
+                  f"temperature {SAMPLED_TEMPERATURE}, at c={levels[-1]} / c={levels[0]}"),
+                 (high + "_sampled", high, f"at c={levels[-1]}, temperature {SAMPLED_TEMPERATURE} / greedy")]
+        for top, bottom, what in pairs:
+            if r.get(top) and r.get(bottom):
+                each = ", ".join(f"{run[top] / run[bottom]:.2f}" for run in r.get("repeats", []))
+                lines.append(f"{server} served output tok/s, {what}: {r[top] / r[bottom]:.2f}x"
+                             + (f" (each repeat: {each})." if each else "."))
     return lines
 
 
@@ -342,6 +348,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--decode", type=int, default=256, help="decode tokens (256)")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16], help="serving concurrencies (1 4 16)")
     parser.add_argument("--rounds", type=int, default=2, help="serving requests per level = rounds x concurrency")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="served sweeps per server, one after another; each served cell is their median (3)")
     parser.add_argument("--context", type=int, default=8192,
                         help="served context capacity in tokens: llama-server -c, lucid's KV pool (8192)")
     parser.add_argument("--parallel", type=int, default=16,
@@ -399,7 +407,8 @@ def main() -> int:
              report(results, args), "",
              "Ratios are lucid / peer: above 1 is better for tok/s, worse for time, memory and perplexity. Served: "
              f"{args.serve_input_len} prompt / {args.serve_output_len} output tokens per request, streamed "
-             f"/v1/completions, {args.rounds} x concurrency requests per level (EOS suppressed).", "",
+             f"/v1/completions, {args.rounds} x concurrency requests per level (EOS suppressed), greedy and sampled in "
+             f"turn at each level; each served figure is the median of {args.repeats} sweeps.", "",
              *scaling_lines(results, args.levels), "",
              *bandwidth_lines(results, bandwidth, args.threads), "", *failure_lines(results), "",
              f"Took {(time.perf_counter() - started) / 60:.1f} min. "
