@@ -103,3 +103,34 @@ def test_unreachable_server_is_a_clear_error(capsys):
 
     assert bench_main([f"http://127.0.0.1:{free_port()}", "--num-prompts", "1"]) == 2
     assert "lucid bench" in capsys.readouterr().err
+
+
+def test_paired_sweep_runs_the_variants_in_turn_at_each_level_with_their_own_prompts(monkeypatch):
+    from lucid.bench import sweep
+
+    calls = []
+
+    def fake_sweep(url, levels, *, rounds, input_len, output_len, extra_body, progress, seed):
+        calls.append((levels[0], extra_body, seed))
+        return {levels[0]: f"summary {levels[0]} {seed}"}
+
+    monkeypatch.setattr(sweep, "concurrency_sweep", fake_sweep)
+    variants = {"greedy": None, "sampled": {"temperature": 0.7}}
+    out = sweep.paired_sweep("http://x", [1, 16], variants, seed=20000, progress=False)
+    assert [(level, body) for level, body, _ in calls] == [(1, None), (1, {"temperature": 0.7}),
+                                                           (16, None), (16, {"temperature": 0.7})]
+    seeds = [seed for _, _, seed in calls]
+    assert seeds == [20000, 21000, 20000, 21000]   # concurrency_sweep adds the level: no two runs share prompts
+    assert out == {"greedy": {1: "summary 1 20000", 16: "summary 16 20000"},
+                   "sampled": {1: "summary 1 21000", 16: "summary 16 21000"}}
+
+
+def test_paired_sweep_against_a_running_server(tiny_url):
+    from lucid.bench.sweep import paired_sweep
+
+    out = paired_sweep(tiny_url, [1, 2], {"greedy": None, "sampled": {"temperature": 0.7, "seed": 1}}, rounds=1,
+                       input_len=16, output_len=4, progress=False)
+    for variant in ("greedy", "sampled"):
+        for level in (1, 2):
+            summary = out[variant][level]
+            assert summary.completed == 4 and summary.failed == 0 and summary.mean_output_tokens == 4

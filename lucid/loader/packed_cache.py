@@ -60,7 +60,14 @@ def load_packed(entry: Path) -> dict[str, torch.Tensor] | None:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from lucid.loader.huge_pages import huge_pages_available, map_safetensors
+
     try:
+        if huge_pages_available():
+            try:
+                return map_safetensors(path)  # in 2 MiB pages: decode streams these weights every token
+            except (OSError, ValueError, KeyError) as exc:
+                log.debug("mapping %s in huge pages failed (%s); mapping it with safetensors", path, exc)
         return load_file(str(path))
     except (OSError, SafetensorError) as exc:
         log.warning("ignoring damaged packed-weights cache %s (%s)", entry, exc)
@@ -77,6 +84,9 @@ def save_packed(entry: Path, source: Path, state: dict[str, torch.Tensor]) -> No
         save_file({name: t.contiguous() for name, t in state.items()}, str(folder / WEIGHTS_FILE))
 
     if write_entry(entry, write, "packed-weights"):
+        from lucid.loader.huge_pages import drop_cached_pages
+
+        drop_cached_pages(entry / WEIGHTS_FILE)  # read back through readahead in large folios: huge pages
         prefix = _source_prefix(source)
         version = entry.name[len(prefix):].split("-", 1)[0]
         remove_stale_entries(entry.parent, prefix, keep=lambda name: name[len(prefix):].startswith(version + "-")
