@@ -44,6 +44,7 @@ def test_requests_looks_and_grammars_cross_to_the_engine_process(tiny_model):
         assert chat.usage.completion_tokens >= 1 and chat.choices[0].finish_reason in ("stop", "length")
         view = httpx.get(f"{server.url}/glassbox/engine", timeout=30).json()
         assert view["stats"]["num_steps"] >= 1 and view["pool"]
+        assert view["model"] == "tiny"  # the served name, not the engine's (the folder's)
         bad = httpx.post(f"{server.url}/v1/chat/completions", timeout=60, json={
             "model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
             "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}})

@@ -147,9 +147,10 @@ def install_glassbox(app: FastAPI, state: ServerState, static_dir: Any) -> None:
     async def engine_view(after: int = 0) -> JSONResponse:
         """Steps recorded since step record `after`, and the KV pool now. Polling keeps the recorder on; it stops
         by itself a few seconds after the last poll."""
-        async_engine = state.require_engine()
+        state.require_engine()
         look = partial(engine_looks.engine_view, after=after)
-        return JSONResponse(await _on_engine(state, look) | {"model": async_engine.model_name})
+        # The name clients send (--served-model-name), not the engine's own (a folder's name, say).
+        return JSONResponse(await _on_engine(state, look) | {"model": state.served_names[0]})
 
     page = static_dir / "engine.html"
 
