@@ -3,9 +3,9 @@
 Decode reads every weight once per token. Mapped in 4 KiB pages, as safetensors maps a file, that stream crosses a
 page boundary every 4 KiB: a TLB miss each time, and the CPU's hardware prefetchers stop at every boundary. Mapped at
 a 2 MiB-aligned address with MADV_HUGEPAGE, a file whose page cache holds 2 MiB folios is mapped in 2 MiB pages
-(`FilePmdMapped` in /proc/PID/smaps): on a 2-core Zen 4, single-stream decode of the default model measured 8-36%
-faster, and touching all 555 MB of it took 0.03 s instead of 0.4 s of small page faults (docs/BENCHMARKS.md,
-session 8).
+(`FilePmdMapped` in /proc/PID/smaps): on a 2-core Zen 4, single-stream decode of the default model was 3-10% faster
+in 6 of 7 paired runs against small pages, and touching all 555 MB of it took 0.03 s instead of 0.4 s of small page
+faults (docs/BENCHMARKS.md, session 8).
 
 The page cache holds 2 MiB folios when the file was read through such a mapping (readahead follows the advice), not
 after a plain write: `drop_cached_pages` after writing a cache entry makes its next mapping read it in large folios.
@@ -61,7 +61,8 @@ def _libc() -> ctypes.CDLL:
 
 
 def _map_aligned(path: Path, size: int) -> tuple[int, int]:
-    """(address, length reserved) of `path` mapped privately at a 2 MiB-aligned address, advised for huge pages."""
+    """Map `path` privately at a 2 MiB-aligned address, advised for huge pages: (start, length) of the address range
+    reserved for it (munmap both to let it go); the file lies at the range's first 2 MiB boundary."""
     libc = _libc()
     reserved = size + HUGE_PAGE
     # Reserve an address range with room to align, then place the file at its first 2 MiB boundary.
