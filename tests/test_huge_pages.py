@@ -71,6 +71,14 @@ def test_files_it_does_not_take_are_refused_and_the_cache_falls_back_to_safetens
     _write_raw(misaligned, {"x": {"dtype": "F32", "shape": [1], "data_offsets": [1, 5]}}, bytes(8))
     with pytest.raises(ValueError):
         map_safetensors(misaligned)
+    wrong_size = tmp_path / "wrong_size.safetensors"
+    _write_raw(wrong_size, {"x": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, bytes(8))
+    with pytest.raises(ValueError):
+        map_safetensors(wrong_size)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(b"abc")
+    with pytest.raises(ValueError):
+        map_safetensors(truncated)
     # load_packed: a refusal costs nothing but the huge pages.
     entry = tmp_path / "entry"
     entry.mkdir()

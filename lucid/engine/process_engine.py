@@ -236,7 +236,6 @@ class ProcessEngine(Subscriptions):
         for loop, calls in by_loop.items():
             loop.call_soon_threadsafe(_run_all, calls)
 
-
     def _die(self, error: BaseException) -> None:
         """Every waiting request and look gets the error; /health turns 503; the server exits (on_death)."""
         log.error("the engine has stopped: %s: %s", type(error).__name__, error)

@@ -16,8 +16,10 @@ writable: an in-place write to a weight copies its page, as with safetensors' ow
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import logging
+import math
 import os
 import struct
 import sys
@@ -51,6 +53,7 @@ def huge_pages_available() -> bool:
         return False
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p
@@ -60,9 +63,9 @@ def _libc() -> ctypes.CDLL:
     return libc
 
 
-def _map_aligned(path: Path, size: int) -> tuple[int, int]:
-    """Map `path` privately at a 2 MiB-aligned address, advised for huge pages: (start, length) of the address range
-    reserved for it (munmap both to let it go); the file lies at the range's first 2 MiB boundary."""
+def _map_aligned(path: Path, size: int) -> tuple[int, int, int]:
+    """Map `path` privately at a 2 MiB-aligned address, advised for huge pages: (the file's address, start and
+    length of the address range reserved for it: munmap that to let it go)."""
     libc = _libc()
     reserved = size + HUGE_PAGE
     # Reserve an address range with room to align, then place the file at its first 2 MiB boundary.
@@ -80,34 +83,43 @@ def _map_aligned(path: Path, size: int) -> tuple[int, int]:
         raise OSError(ctypes.get_errno(), f"mmap of {path} failed")
     if libc.madvise(aligned, size, MADV_HUGEPAGE) != 0:  # only a missed speed-up: map it anyway
         log.debug("madvise(MADV_HUGEPAGE) failed: %s", os.strerror(ctypes.get_errno()))
-    return start, reserved
+    return aligned, start, reserved
+
+
+def _tensor_layout(path: Path, size: int) -> dict[str, tuple[torch.dtype, list[int], int, int]]:
+    """{name: (dtype, shape, first byte, end byte)} from the file's header, every entry checked against the file;
+    ValueError for anything this reader does not take (damaged, an unknown dtype, a misaligned tensor)."""
+    try:
+        with open(path, "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len > size - 8:
+                raise ValueError(f"header length {header_len} past the end of the file")
+            header = json.loads(f.read(header_len))
+        header.pop("__metadata__", None)
+        layout = {}
+        for name, entry in header.items():
+            dtype, shape = DTYPES.get(entry["dtype"]), [int(n) for n in entry["shape"]]
+            begin, end = (8 + header_len + int(offset) for offset in entry["data_offsets"])
+            fits = dtype is not None and end <= size and end - begin == math.prod(shape) * dtype.itemsize
+            if not fits or begin % dtype.itemsize:
+                raise ValueError(f"tensor {name} ({entry['dtype']} {shape} at {begin}) is not one this reader maps")
+            layout[name] = (dtype, shape, begin, end)
+        return layout
+    except (struct.error, KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
 
 
 def map_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a .safetensors file as views of one mapping of it in huge pages (see the module's docstring).
-    The mapping goes when the last tensor does. Raises ValueError for a file this reader does not take (a dtype it
-    does not know, a misaligned tensor): the caller falls back to safetensors."""
+    The mapping goes when the last tensor does. Raises ValueError for a file this reader does not take: the caller
+    falls back to safetensors."""
     size = path.stat().st_size
-    with open(path, "rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        if header_len > size - 8:
-            raise ValueError(f"{path}: header length {header_len} past the end of the file")
-        header = json.loads(f.read(header_len))
-    header.pop("__metadata__", None)
-    data_start = 8 + header_len
-    start, reserved = _map_aligned(path, size)
-    aligned = (start + HUGE_PAGE - 1) // HUGE_PAGE * HUGE_PAGE
-    pages = (ctypes.c_char * size).from_address(aligned)
+    layout = _tensor_layout(path, size)
+    address, start, reserved = _map_aligned(path, size)
+    pages = (ctypes.c_char * size).from_address(address)
     weakref.finalize(pages, _libc().munmap, start, reserved)  # when no tensor holds the mapping any more
     whole = torch.frombuffer(pages, dtype=torch.uint8)  # keeps `pages` alive
-    tensors = {}
-    for name, entry in header.items():
-        dtype = DTYPES.get(entry["dtype"])
-        begin, end = (data_start + offset for offset in entry["data_offsets"])
-        if dtype is None or begin % dtype.itemsize or end > size:
-            raise ValueError(f"{path}: tensor {name} ({entry['dtype']} at {begin}) is not one this reader maps")
-        tensors[name] = whole[begin:end].view(dtype).view(entry["shape"])
-    return tensors
+    return {name: whole[begin:end].view(dtype).view(shape) for name, (dtype, shape, begin, end) in layout.items()}
 
 
 def drop_cached_pages(path: Path) -> None:
