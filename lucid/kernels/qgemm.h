@@ -109,15 +109,28 @@ void quantize_rows(const T* x, int64_t M, int64_t K, QuantizedRows& out) {
   });
 }
 
-// Software prefetch LUCID_PREFETCH_BYTES ahead of the weight stream (a no-op past its end is harmless: prefetches
-// never fault). The hardware prefetcher alone leaves single-thread bandwidth on the table.
+// Software prefetch LUCID_PREFETCH_BYTES ahead of the weight stream into L1 (a no-op past its end is harmless:
+// prefetches never fault). The hardware prefetcher alone leaves single-thread bandwidth on the table. A tile of
+// MT >= 4 rows computes long enough on each block that L1's own miss buffers, not bandwidth, cap how much of the
+// stream is in flight: it also asks L2 for the weights LUCID_PREFETCH_L2_BYTES ahead. Measured at 16 rows (2
+// threads, in turns): the lm_head 7% faster in every pair, prompt chunks unchanged; one row (decode of one stream,
+// bound by bandwidth) does not take this path.
 #ifndef LUCID_PREFETCH_BYTES
 #define LUCID_PREFETCH_BYTES 2048
 #endif
+#ifndef LUCID_PREFETCH_L2_BYTES
+#define LUCID_PREFETCH_L2_BYTES 8192
+#endif
+template <int MT>
 inline void prefetch_ahead(const uint8_t* p, int bytes) {
   if (LUCID_PREFETCH_BYTES == 0) return;  // compile-time constant: the branch folds away
   for (int off = 0; off < bytes; off += 64) {
     _mm_prefetch(reinterpret_cast<const char*>(p + LUCID_PREFETCH_BYTES + off), _MM_HINT_T0);
+  }
+  if constexpr (MT >= 4) {
+    for (int off = 0; off < bytes; off += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(p + LUCID_PREFETCH_L2_BYTES + off), _MM_HINT_T1);
+    }
   }
 }
 
@@ -152,7 +165,7 @@ void q4_tile(const uint8_t* qs, const at::Half* wd, const at::Half* wm, int64_t 
   zero_rows<MT>(acc);
   for (int64_t b = 0; b < B; ++b) {
     const uint8_t* p = qs + b * 256;
-    prefetch_ahead(p, 256);
+    prefetch_ahead<MT>(p, 256);
     __m512i w[8];
     for (int i = 0; i < 4; ++i) {
       __m512i v = _mm512_loadu_si512(p + i * 64);
@@ -179,7 +192,7 @@ void q8_tile(const uint8_t* qs, const at::Half* wd, int64_t B, const QuantizedRo
   zero_rows<MT>(acc);
   for (int64_t b = 0; b < B; ++b) {
     const uint8_t* p = qs + b * 512;
-    prefetch_ahead(p, 512);
+    prefetch_ahead<MT>(p, 512);
     __m512i w[8];
     for (int j = 0; j < 8; ++j) w[j] = _mm512_loadu_si512(p + j * 64);
     const __m512 d = load_half16(wd + b * NR);
