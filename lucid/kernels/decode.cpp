@@ -46,9 +46,11 @@ void rms_norm(const float* x, const float* weight, int64_t rows, int64_t width, 
             sum_sq[j] += static_cast<double>(xs[j * width + i]) * xs[j * width + i];
           }
         }
-      } else {
-        for (int64_t i = 0; i < width; ++i) {
-          for (int64_t j = 0; j < n; ++j) sum_sq[j] += static_cast<double>(xs[j * width + i]) * xs[j * width + i];
+      } else {  // fewer rows (decode of a few streams): one chain at a time, in a register
+        for (int64_t j = 0; j < n; ++j) {
+          double sum = 0;
+          for (int64_t i = 0; i < width; ++i) sum += static_cast<double>(xs[j * width + i]) * xs[j * width + i];
+          sum_sq[j] = sum;
         }
       }
       for (int64_t j = 0; j < n; ++j) {
