@@ -69,7 +69,7 @@ def closed_loop(engine: Any, streams: int, requests: int, prompt_len: int, answe
         by_kind[kind][1] += seconds
         if prefill == 0 and decode == streams:
             full.append(seconds)
-    return {"tok_s": tokens / wall, "wall": wall, "steps": len(times), "by_kind": dict(by_kind),
+    return {"tok_s": tokens / wall, "tokens": tokens, "wall": wall, "steps": len(times), "by_kind": dict(by_kind),
             "full_step_ms": statistics.median(full) * 1000 if full else None}
 
 
