@@ -24,6 +24,25 @@ def real_gguf_path():
     return default_model_path(progress=False)
 
 
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """load(name): benchmarks/<name>.py as a module (the scripts are not a package), loaded once."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(name: str):  # noqa: ANN202
+        key = f"{name}_script"
+        if key not in sys.modules:
+            path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+            spec = importlib.util.spec_from_file_location(key, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[key] = module
+            spec.loader.exec_module(module)
+        return sys.modules[key]
+
+    return load
+
+
 _llms: dict[str, object] = {}
 
 

@@ -1,21 +1,13 @@
 """benchmarks/llama_server.py: where the binary lives, and the launcher's failure paths (no build here)."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "llama_server.py"
-
 
 @pytest.fixture(scope="module")
-def llama_server():
-    spec = importlib.util.spec_from_file_location("llama_server_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def llama_server(benchmark_script):
+    return benchmark_script("llama_server")
 
 
 def test_binary_path_is_under_the_lucid_cache(llama_server, monkeypatch, tmp_path):

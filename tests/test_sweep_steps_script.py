@@ -1,21 +1,11 @@
 """benchmarks/sweep_steps.py: the closed loop serves every request and sorts each step by what it ran."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "sweep_steps.py"
 
 
 @pytest.fixture(scope="module")
-def sweep_steps():
-    spec = importlib.util.spec_from_file_location("sweep_steps_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def sweep_steps(benchmark_script):
+    return benchmark_script("sweep_steps")
 
 
 @pytest.fixture(scope="module")
