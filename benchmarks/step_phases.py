@@ -51,17 +51,10 @@ def main() -> None:
     runner._fused_forward = timed(runner._fused_forward, PHASES[0], this_step)
     runner.model.compute_logits = timed(runner.model.compute_logits, PHASES[1], this_step)
     model_runner.sample = timed(model_runner.sample, PHASES[2], this_step)
-    schedule = engine.scheduler.schedule
-
-    def schedule_and_note() -> Any:
-        out = schedule()
-        this_step["full"] = len(out.decode) == args.streams and not out.prefill and not out.verify
-        return out
-
-    engine.scheduler.schedule = schedule_and_note
     params = SamplingParams(temperature=args.temperature, max_tokens=args.tokens, ignore_eos=True)
     phases: dict[str, list[float]] = {}
     steps = 0
+    last, _ = engine.recorder.since(0)
     for rep in range(2):
         phases = {name: [] for name in (*PHASES, "step")}
         steps = 0
@@ -70,11 +63,14 @@ def main() -> None:
                                params)
         while engine.has_unfinished():
             this_step.clear()
+            engine.recorder.watch()  # the engine's own step records say what each step ran
             t0 = time.perf_counter()
             engine.step()
             this_step["step"] = time.perf_counter() - t0
             steps += 1
-            if this_step.get("full"):
+            last, records = engine.recorder.since(last)
+            kinds = [item["kind"] for item in records[-1]["items"]]
+            if kinds.count("decode") == args.streams and "prefill" not in kinds:  # a full-batch decode step
                 for name, times in phases.items():
                     times.append(this_step.get(name, 0.0))
     print(f"{args.streams} streams, temperature {args.temperature}: median over the {len(phases['step'])} "

@@ -32,44 +32,37 @@ def closed_loop(engine: Any, streams: int, requests: int, prompt_len: int, answe
     from lucid import SamplingParams
 
     params = SamplingParams(temperature=temperature, max_tokens=answer_len, ignore_eos=True)
-    schedule = engine.scheduler.schedule
-    kinds: list[tuple[int, int]] = []   # (decode rows, prompt tokens) of each step
-
-    def schedule_and_note() -> Any:
-        out = schedule()
-        kinds.append((len(out.decode), sum(item.num_tokens for item in out.prefill)))
-        return out
-
-    engine.scheduler.schedule = schedule_and_note
-    try:
-        sent = tokens = 0
-        times: list[float] = []
-        start = time.perf_counter()
-        while sent < streams:
-            engine.add_request(f"{tag}-{sent}", prompt(first + sent, prompt_len), params)
-            sent += 1
-        while engine.has_unfinished():
-            t0 = time.perf_counter()
-            outputs = engine.step()
-            times.append(time.perf_counter() - t0)
-            for output in outputs:
-                if output.finished:
-                    tokens += len(output.outputs[0].token_ids)
-                    if sent < requests:
-                        engine.add_request(f"{tag}-{sent}", prompt(first + sent, prompt_len), params)
-                        sent += 1
-        wall = time.perf_counter() - start
-    finally:
-        engine.scheduler.schedule = schedule
+    recorder = engine.recorder          # the engine's own step records (what the engine view page shows)
+    last, _ = recorder.since(0)         # records of this run come after this id
+    sent = tokens = steps = 0
+    start = time.perf_counter()
+    while sent < streams:
+        engine.add_request(f"{tag}-{sent}", prompt(first + sent, prompt_len), params)
+        sent += 1
+    while engine.has_unfinished():
+        recorder.watch()                # keeps it recording (it lapses a few seconds after the last watch)
+        steps += 1
+        for output in engine.step():
+            if output.finished:
+                tokens += len(output.outputs[0].token_ids)
+                if sent < requests:
+                    engine.add_request(f"{tag}-{sent}", prompt(first + sent, prompt_len), params)
+                    sent += 1
+    wall = time.perf_counter() - start
+    _, records = recorder.since(last)
+    if len(records) != steps:  # the recorder keeps its latest 2,000 steps
+        raise RuntimeError(f"{steps} steps ran but {len(records)} were recorded: run a shorter load")
     by_kind: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     full = []
-    for (decode, prefill), seconds in zip(kinds, times):
+    for record in records:
+        decode = sum(1 for item in record["items"] if item["kind"] == "decode")
+        prefill = sum(item["tokens"] for item in record["items"] if item["kind"] == "prefill")
         kind = "decode only" if prefill == 0 else "prompt only" if decode == 0 else "decode + prompt chunk"
         by_kind[kind][0] += 1
-        by_kind[kind][1] += seconds
+        by_kind[kind][1] += record["seconds"]
         if prefill == 0 and decode == streams:
-            full.append(seconds)
-    return {"tok_s": tokens / wall, "tokens": tokens, "wall": wall, "steps": len(times), "by_kind": dict(by_kind),
+            full.append(record["seconds"])
+    return {"tok_s": tokens / wall, "tokens": tokens, "wall": wall, "steps": len(records), "by_kind": dict(by_kind),
             "full_step_ms": statistics.median(full) * 1000 if full else None}
 
 
