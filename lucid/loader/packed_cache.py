@@ -66,7 +66,7 @@ def load_packed(entry: Path) -> dict[str, torch.Tensor] | None:
         if huge_pages_available():
             try:
                 return map_safetensors(path)  # in 2 MiB pages: decode streams these weights every token
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError) as exc:  # ValueError: a header _tensor_layout does not take
                 log.debug("mapping %s in huge pages failed (%s); mapping it with safetensors", path, exc)
         return load_file(str(path))
     except (OSError, SafetensorError) as exc:
