@@ -17,7 +17,7 @@
 //                    masking, the k-slices 4i..4i+3 (low) and 16+4i.. (high) of all 16 rows.
 //     d[G][B][16], m[G][B][16] fp16 (kept in int16 tensors).
 //   Q8 (w ~ d * q, q in -127..127, symmetric): stored as u = q + 128 (unsigned, as vpdpbusd wants), so
-//     sum(u * xq) = sum(q * xq) + 128 * sum(xq) and the second term is subtracted per block.
+//     sum(u * xq) = sum(q * xq) + 128 * sum(xq): each block's dot products start from -128 * sum(xq).
 //     qs[G][B][512]  bytes: byte (j * 64 + r * 4 + t) = u[row 16g + r][32b + 4j + t], j in 0..7.
 //     d[G][B][16] fp16.
 // N is padded to a multiple of 16 at packing time; K must be a multiple of 32.
@@ -62,19 +62,13 @@ inline __m512 load_half16(const at::Half* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
-inline int32_t load_i32(const int8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
 // ---- activation quantization ----------------------------------------------------------------------------
 
 struct QuantizedRows {
   std::vector<int8_t> q;      // [M][K]
   std::vector<float> d;       // [M][B] scale per block
   std::vector<float> dsum;    // [M][B] d * sum(q): the Q4 min term multiplies it
-  std::vector<int32_t> qsum;  // [M][B] sum(q): the Q8 offset correction
+  std::vector<int32_t> qoffset;  // [M][B] -128 * sum(q): undoes the Q8 weights' +128 offset
 };
 
 template <typename T>
@@ -86,7 +80,7 @@ void quantize_rows(const T* x, int64_t M, int64_t K, QuantizedRows& out) {
     out.q.resize(M * K);
     out.d.resize(M * B);
     out.dsum.resize(M * B);
-    out.qsum.resize(M * B);
+    out.qoffset.resize(M * B);
   }
   // Parallel only when there is enough work (prefill); a decode row is ~1 us of work.
   at::parallel_for(0, M * B, 2048, [&](int64_t i0, int64_t i1) {
@@ -103,7 +97,7 @@ void quantize_rows(const T* x, int64_t M, int64_t K, QuantizedRows& out) {
       int32_t s = _mm512_reduce_add_epi32(_mm512_add_epi32(ia, ic));
       float d = amax / 127.f;
       out.d[i] = d;
-      out.qsum[i] = s;
+      out.qoffset[i] = -128 * s;
       out.dsum[i] = d * static_cast<float>(s);
     }
   });
@@ -136,16 +130,25 @@ inline void prefetch_ahead(const uint8_t* p, int bytes) {
 
 // ---- the two micro-kernels: one group of 16 output rows x MT activation rows ----------------------------
 
-// Sum over one block of 32: 8 dot products of 4 bytes, split over two chains to halve the dependency latency.
-inline __m512i block_dot(const __m512i* w, const int8_t* xq) {
-  __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], _mm512_set1_epi32(load_i32(xq + 0)));
-  __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[1], _mm512_set1_epi32(load_i32(xq + 4)));
-  s0 = _mm512_dpbusd_epi32(s0, w[2], _mm512_set1_epi32(load_i32(xq + 8)));
-  s1 = _mm512_dpbusd_epi32(s1, w[3], _mm512_set1_epi32(load_i32(xq + 12)));
-  s0 = _mm512_dpbusd_epi32(s0, w[4], _mm512_set1_epi32(load_i32(xq + 16)));
-  s1 = _mm512_dpbusd_epi32(s1, w[5], _mm512_set1_epi32(load_i32(xq + 20)));
-  s0 = _mm512_dpbusd_epi32(s0, w[6], _mm512_set1_epi32(load_i32(xq + 24)));
-  s1 = _mm512_dpbusd_epi32(s1, w[7], _mm512_set1_epi32(load_i32(xq + 28)));
+// acc + the dot products of 4 weight bytes (unsigned, 16 lanes) with the 4 activation bytes at p (signed), broadcast
+// from memory by the instruction itself: GCC turns _mm512_set1_epi32(load) into a separate vpbroadcastd, one more
+// vector op per 4 bytes of x, in the tiles' busiest loop.
+inline __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t* p) {
+  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(p)));
+  return acc;
+}
+
+// start + the sum over one block of 32: 8 dot products of 4 bytes, split over two chains to halve the dependency
+// latency. Q8 starts from its offset correction, which saves a subtraction per row and block.
+inline __m512i block_dot(const __m512i* w, const int8_t* xq, __m512i start = _mm512_setzero_si512()) {
+  __m512i s0 = dpbusd_bcast(start, w[0], xq + 0);
+  __m512i s1 = dpbusd_bcast(_mm512_setzero_si512(), w[1], xq + 4);
+  s0 = dpbusd_bcast(s0, w[2], xq + 8);
+  s1 = dpbusd_bcast(s1, w[3], xq + 12);
+  s0 = dpbusd_bcast(s0, w[4], xq + 16);
+  s1 = dpbusd_bcast(s1, w[5], xq + 20);
+  s0 = dpbusd_bcast(s0, w[6], xq + 24);
+  s1 = dpbusd_bcast(s1, w[7], xq + 28);
   return _mm512_add_epi32(s0, s1);
 }
 
@@ -198,8 +201,7 @@ void q8_tile(const uint8_t* qs, const at::Half* wd, int64_t B, const QuantizedRo
     const __m512 d = load_half16(wd + b * NR);
     for (int r = 0; r < MT; ++r) {
       const int64_t row = (m0 + r) * B + b;
-      __m512i isum = block_dot(w, xr.q.data() + (m0 + r) * K + b * QK);
-      isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(128 * xr.qsum[row]));  // undo the +128 weight offset
+      const __m512i isum = block_dot(w, xr.q.data() + (m0 + r) * K + b * QK, _mm512_set1_epi32(xr.qoffset[row]));
       acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, _mm512_set1_ps(xr.d[row])), acc[r]);
     }
   }
