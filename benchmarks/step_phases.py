@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128, help="tokens each stream generates (128)")
     args = parser.parse_args()
 
+    from sweep_steps import step_rows  # benchmarks/ is on sys.path when this file runs as a script
+
     import lucid.engine.model_runner as model_runner
     from lucid import LLM, SamplingParams
     from lucid.config import DEFAULT_QUANTIZATION
@@ -69,8 +71,7 @@ def main() -> None:
             this_step["step"] = time.perf_counter() - t0
             steps += 1
             last, records = engine.recorder.since(last)
-            kinds = [item["kind"] for item in records[-1]["items"]]
-            if kinds.count("decode") == args.streams and "prefill" not in kinds:  # a full-batch decode step
+            if step_rows(records[-1]) == (args.streams, 0):  # a full-batch decode step
                 for name, times in phases.items():
                     times.append(this_step.get(name, 0.0))
     print(f"{args.streams} streams, temperature {args.temperature}: median over the {len(phases['step'])} "

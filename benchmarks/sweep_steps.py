@@ -25,6 +25,14 @@ def prompt(k: int, length: int) -> list[int]:
     return [(1000 + k * 977 + i * 17 * (k % 7 + 1)) % 30000 + 200 for i in range(length)]
 
 
+def step_rows(record: dict[str, Any]) -> tuple[int, int]:
+    """(decode rows, prompt tokens) of one of the engine's step records; a full-batch decode step of `streams`
+    streams is (streams, 0)."""
+    decode = sum(1 for item in record["items"] if item["kind"] == "decode")
+    prompt = sum(item["tokens"] for item in record["items"] if item["kind"] == "prefill")
+    return decode, prompt
+
+
 def closed_loop(engine: Any, streams: int, requests: int, prompt_len: int, answer_len: int,
                 temperature: float, tag: str, first: int) -> dict[str, Any]:
     """Run the load with prompts first, first + 1, ... (each run its own: none may come from the prefix cache);
@@ -55,8 +63,7 @@ def closed_loop(engine: Any, streams: int, requests: int, prompt_len: int, answe
     by_kind: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     full = []
     for record in records:
-        decode = sum(1 for item in record["items"] if item["kind"] == "decode")
-        prefill = sum(item["tokens"] for item in record["items"] if item["kind"] == "prefill")
+        decode, prefill = step_rows(record)
         kind = "decode only" if prefill == 0 else "prompt only" if decode == 0 else "decode + prompt chunk"
         by_kind[kind][0] += 1
         by_kind[kind][1] += record["seconds"]

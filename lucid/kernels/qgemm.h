@@ -28,7 +28,7 @@
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
-#include <cstring>
+#include <algorithm>
 #include <vector>
 
 namespace lucid {
